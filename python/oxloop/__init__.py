@@ -1,0 +1,86 @@
+"""oxloop: an asyncio event loop for CPython whose core is written in Rust.
+
+Opt in per loop: `oxloop.run(main())`, `asyncio.run(main(), loop_factory=oxloop.new_event_loop)`
+(3.12+), or `oxloop.install()` to make the policy create oxloop loops. Importing oxloop
+changes nothing in asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from asyncio import coroutines, events
+
+from ._loop import Loop
+
+__all__ = ["Loop", "EventLoopPolicy", "new_event_loop", "install", "run"]
+__version__ = "0.1.0"
+
+
+def new_event_loop() -> Loop:
+    """Return a new oxloop event loop."""
+    return Loop()
+
+
+class EventLoopPolicy(events.BaseDefaultEventLoopPolicy):
+    """An asyncio event loop policy whose loops are oxloop loops."""
+
+    def new_event_loop(self) -> Loop:
+        return Loop()
+
+
+def install() -> None:
+    """Make asyncio's policy create oxloop loops (`asyncio.set_event_loop_policy`)."""
+    asyncio.set_event_loop_policy(EventLoopPolicy())
+
+
+def run(main, *, debug=None):
+    """Run coroutine `main` on a new oxloop loop, as `asyncio.run` does, and close it."""
+    if sys.version_info >= (3, 12):
+        return asyncio.run(main, debug=debug, loop_factory=new_event_loop)
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+            return runner.run(main)
+    return _run_310(main, debug)
+
+
+def _run_310(main, debug):
+    # Python 3.10 has no asyncio.Runner: the same steps as its asyncio.run.
+    if events._get_running_loop() is not None:
+        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
+    if not coroutines.iscoroutine(main):
+        raise ValueError(f"a coroutine was expected, got {main!r}")
+    loop = new_event_loop()
+    try:
+        events.set_event_loop(loop)
+        if debug is not None:
+            loop.set_debug(debug)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            _cancel_all_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            events.set_event_loop(None)
+            loop.close()
+
+
+def _cancel_all_tasks(loop) -> None:
+    pending = asyncio.all_tasks(loop)
+    if not pending:
+        return
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    for task in pending:
+        if task.cancelled():
+            continue
+        if task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception during asyncio.run() shutdown",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )

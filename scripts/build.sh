@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Build oxloop into .venv-X.Y for each requested Python version (default: all present).
+source "$(dirname "$0")/lib.sh"
+for v in ${*:-$VERSIONS}; do
+  [ -n "$(find_python "$v")" ] || { echo "skip: python$v not installed"; continue; }
+  ensure_venv "$v"
+  build_ext "$v"
+  echo "built oxloop for python$v"
+done

@@ -1,0 +1,44 @@
+# Shared shell helpers for the project scripts: find interpreters, make venvs, build the extension.
+# Sourced, not run. Every venv lives in the checkout (.venv-X.Y, git-ignored).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VERSIONS="${OXLOOP_PYTHONS:-3.10 3.11 3.12 3.13}"
+
+# Print the path of a CPython X.Y interpreter, or nothing if there is none.
+find_python() {
+  local v="$1" p
+  if command -v pyenv >/dev/null 2>&1; then
+    for p in "$(pyenv root)"/versions/"$v".*/bin/python"$v"; do
+      [ -x "$p" ] && { echo "$p"; return 0; }
+    done
+  fi
+  p="$(command -v "python$v" 2>/dev/null || true)"
+  [ -n "$p" ] && echo "$p"
+  return 0
+}
+
+# ensure_venv X.Y [extra pip packages...]: make .venv-X.Y with maturin, pytest and the extras.
+ensure_venv() {
+  local v="$1"; shift
+  local py venv="$ROOT/.venv-$v"
+  py="$(find_python "$v")"
+  [ -n "$py" ] || { echo "python$v not found" >&2; return 1; }
+  if [ ! -x "$venv/bin/python" ]; then
+    "$py" -m venv "$venv"
+  fi
+  local stamp="$venv/.deps-$(echo "$*" | cksum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ]; then
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -U pip
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+      "maturin>=1.8,<2" "pytest>=8" "pytest-timeout>=2.3" "$@"
+    touch "$stamp"
+  fi
+}
+
+# build_ext X.Y: build the extension in release mode and install it into .venv-X.Y (editable).
+build_ext() {
+  local v="$1" venv="$ROOT/.venv-$v"
+  (cd "$ROOT" && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
+    CARGO_TARGET_DIR="$ROOT/target/py$v" \
+    "$venv/bin/maturin" develop --release --quiet >/dev/null)
+}

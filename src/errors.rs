@@ -1,0 +1,37 @@
+//! The Python exceptions oxloop raises, with the stock asyncio messages callers depend on.
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::PyErr;
+
+pub fn loop_closed() -> PyErr {
+    PyRuntimeError::new_err("Event loop is closed")
+}
+
+pub fn already_running() -> PyErr {
+    PyRuntimeError::new_err("This event loop is already running")
+}
+
+pub fn close_running() -> PyErr {
+    PyRuntimeError::new_err("Cannot close a running event loop")
+}
+
+pub fn wrong_thread() -> PyErr {
+    PyRuntimeError::new_err(
+        "Non-thread-safe operation invoked on an event loop other than the current one",
+    )
+}
+
+pub fn not_callable(method: &str, repr: &str) -> PyErr {
+    PyTypeError::new_err(format!(
+        "a callable object was expected by {method}(), got {repr}"
+    ))
+}
+
+pub fn coroutine_callback(method: &str) -> PyErr {
+    PyTypeError::new_err(format!("coroutines cannot be used with {method}()"))
+}
+
+/// An internal invariant broke; reported to Python instead of panicking.
+pub fn internal(what: &str) -> PyErr {
+    PyRuntimeError::new_err(format!("oxloop internal error: {what}"))
+}

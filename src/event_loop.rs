@@ -1,0 +1,857 @@
+//! `LoopCore`: the event loop's engine, i.e. the ready queue, the timer heap, fd readiness
+//! and the run cycle.
+//!
+//! One iteration (`_run_once`) is what the stock loop does: drop cancelled timers, poll
+//! for I/O (blocking only when nothing is ready, with the GIL released), queue the I/O
+//! callbacks and the due timers, then run the callbacks that were ready at that point, in
+//! FIFO order. `oxloop.Loop` (Python) subclasses this class together with
+//! `asyncio.AbstractEventLoop` and adds the glue where Rust gains nothing.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use mio::Waker;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::cell::GilCell;
+use crate::errors;
+use crate::handles::{Handle, TimerHandle};
+use crate::helpers;
+use crate::poll::{Poller, READABLE, SIGNAL_TOKEN, WAKE_TOKEN, WRITABLE};
+use crate::signals::SignalTable;
+use crate::timers::TimerHeap;
+
+/// Longest single poll, as the stock loop (24 hours).
+const MAX_POLL_SECONDS: f64 = 24.0 * 3600.0;
+
+/// A watched fd: the reader and writer callbacks and whether epoll knows the fd.
+#[derive(Default)]
+struct FdEntry {
+    reader: Option<Py<Handle>>,
+    writer: Option<Py<Handle>>,
+    registered: bool,
+    /// Fired since the last re-arm (level-triggered emulation, see poll.rs).
+    fired: bool,
+}
+
+impl FdEntry {
+    fn mask(&self) -> u8 {
+        (if self.reader.is_some() { READABLE } else { 0 })
+            | (if self.writer.is_some() { WRITABLE } else { 0 })
+    }
+}
+
+pub fn monotonic() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+fn current_thread_id() -> u64 {
+    unsafe { libc::pthread_self() as u64 }
+}
+
+/// The fd of an int or of an object with `fileno()`, with the `selectors` errors.
+fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd: i64 = if let Ok(fd) = obj.extract::<i64>() {
+        fd
+    } else {
+        let fileno = obj
+            .call_method0("fileno")
+            .and_then(|f| f.call_method0("__index__"))
+            .and_then(|f| f.extract::<i64>());
+        match fileno {
+            Ok(fd) => fd,
+            Err(_) => {
+                return Err(PyValueError::new_err(format!(
+                    "Invalid file object: {}",
+                    obj.repr()?
+                )))
+            }
+        }
+    };
+    if fd < 0 || fd > i32::MAX as i64 {
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
+    }
+    Ok(fd as RawFd)
+}
+
+#[pyclass(module = "oxloop._oxloop", subclass, frozen, weakref)]
+pub struct LoopCore {
+    ready: GilCell<VecDeque<Py<Handle>>>,
+    timers: GilCell<TimerHeap>,
+    poller: Poller,
+    waker: GilCell<Option<Waker>>,
+    fds: GilCell<HashMap<RawFd, FdEntry>>,
+    rearm: GilCell<Vec<RawFd>>,
+    signals: GilCell<SignalTable>,
+    stopping: AtomicBool,
+    closed: AtomicBool,
+    debug: AtomicBool,
+    thread_id: AtomicU64,
+    slow_callback_duration: GilCell<f64>,
+    current_handle: GilCell<Option<Py<Handle>>>,
+    clock_resolution: f64,
+}
+
+impl LoopCore {
+    #[inline]
+    pub fn debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            Err(errors::loop_closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_thread(&self) -> PyResult<()> {
+        let tid = self.thread_id.load(Ordering::Relaxed);
+        if tid != 0 && tid != current_thread_id() {
+            return Err(errors::wrong_thread());
+        }
+        Ok(())
+    }
+
+    fn check_callback(&self, py: Python<'_>, cb: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+        helpers::get(py)?.check_callback.call1(py, (cb, method))?;
+        if !cb.is_callable() {
+            return Err(errors::not_callable(method, &cb.repr()?.to_string()));
+        }
+        Ok(())
+    }
+
+    pub fn timer_cancelled(&self) -> PyResult<()> {
+        self.timers.try_mut()?.note_cancelled();
+        Ok(())
+    }
+
+    fn new_handle(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<PyObject>,
+    ) -> PyResult<Handle> {
+        let this = slf.get();
+        Handle::make(
+            slf.py(),
+            callback.clone().unbind(),
+            args.unbind(),
+            context,
+            slf.clone().unbind(),
+            this.debug(),
+        )
+    }
+
+    fn schedule_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<PyObject>,
+    ) -> PyResult<Py<Handle>> {
+        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, context)?)?;
+        slf.get()
+            .ready
+            .try_mut()?
+            .push_back(handle.clone_ref(slf.py()));
+        Ok(handle)
+    }
+
+    fn schedule_at(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<PyObject>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let base = Self::new_handle(slf, callback, args, context)?;
+        let init = PyClassInitializer::from(base).add_subclass(TimerHandle::new(when));
+        let timer = Py::new(slf.py(), init)?;
+        slf.get()
+            .timers
+            .try_mut()?
+            .push(timer.clone_ref(slf.py()));
+        Ok(timer)
+    }
+
+    /// Poll for I/O and queue the callbacks of the fds that are ready.
+    fn poll_io(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<()> {
+        self.rearm_fired()?;
+        let nonblocking = timeout == Some(Duration::ZERO);
+        let watched = !self.fds.try_ref()?.is_empty() || !self.signals.try_ref()?.is_empty();
+        if nonblocking && !watched {
+            return Ok(()); // nothing could be ready: skip the syscall
+        }
+        let result = if nonblocking {
+            self.poller.wait(timeout)
+        } else {
+            py.check_signals()?;
+            let poller = &self.poller;
+            py.allow_threads(|| poller.wait(timeout))
+        };
+        let completed = result?;
+        self.dispatch_fired(py)?;
+        if !nonblocking || !completed {
+            // Run Python-level signal handlers now (KeyboardInterrupt surfaces here).
+            py.check_signals()?;
+        }
+        Ok(())
+    }
+
+    fn dispatch_fired(&self, py: Python<'_>) -> PyResult<()> {
+        let guard = self.poller.lock().map_err(|_| errors::wrong_thread())?;
+        let Some(st) = guard.as_ref() else {
+            return Ok(());
+        };
+        if st.fired.is_empty() {
+            return Ok(());
+        }
+        let mut ready = self.ready.try_mut()?;
+        let mut fds = self.fds.try_mut()?;
+        let mut rearm = self.rearm.try_mut()?;
+        for &(token, mask) in &st.fired {
+            if token == WAKE_TOKEN {
+                continue;
+            }
+            if token == SIGNAL_TOKEN {
+                ready.extend(self.signals.try_ref()?.take_pending(py));
+                continue;
+            }
+            let fd = token.0 as RawFd;
+            let Some(entry) = fds.get_mut(&fd) else {
+                continue;
+            };
+            if mask & READABLE != 0 {
+                if let Some(r) = &entry.reader {
+                    if r.get().is_cancelled() {
+                        entry.reader = None;
+                    } else {
+                        ready.push_back(r.clone_ref(py));
+                    }
+                }
+            }
+            if mask & WRITABLE != 0 {
+                if let Some(w) = &entry.writer {
+                    if w.get().is_cancelled() {
+                        entry.writer = None;
+                    } else {
+                        ready.push_back(w.clone_ref(py));
+                    }
+                }
+            }
+            if !entry.fired {
+                entry.fired = true;
+                rearm.push(fd);
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-arm the fds that fired last time, so a still-ready fd is reported again.
+    fn rearm_fired(&self) -> PyResult<()> {
+        let pending = std::mem::take(&mut *self.rearm.try_mut()?);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let guard = self.poller.lock().map_err(|_| errors::wrong_thread())?;
+        let Some(st) = guard.as_ref() else {
+            return Ok(());
+        };
+        let mut fds = self.fds.try_mut()?;
+        for fd in pending.iter().copied() {
+            let Some(entry) = fds.get_mut(&fd) else {
+                continue;
+            };
+            entry.fired = false;
+            let mask = entry.mask();
+            // A closed fd fails here; the kernel has already forgotten it, as have we.
+            if mask == 0 || st.set_interest(fd, mask, entry.registered).is_err() {
+                let _ = st.set_interest(fd, 0, true);
+                fds.remove(&fd);
+            }
+        }
+        let mut rearm = self.rearm.try_mut()?;
+        if rearm.is_empty() {
+            *rearm = pending;
+            rearm.clear(); // keep the allocation
+        }
+        Ok(())
+    }
+
+    fn run_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let ntodo = this.ready.try_ref()?.len();
+        for _ in 0..ntodo {
+            let Some(handle) = this.ready.try_mut()?.pop_front() else {
+                break;
+            };
+            let handle = handle.into_bound(py);
+            if handle.get().is_cancelled() {
+                continue;
+            }
+            if this.debug() {
+                Self::run_debug(this, &handle)?;
+            } else {
+                Handle::run(&handle)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_debug(this: &LoopCore, handle: &Bound<'_, Handle>) -> PyResult<()> {
+        let py = handle.py();
+        *this.current_handle.try_mut()? = Some(handle.clone().unbind());
+        let t0 = monotonic();
+        let result = Handle::run(handle);
+        let dt = monotonic() - t0;
+        let previous = this.current_handle.try_mut()?.take();
+        drop(previous);
+        result?;
+        if dt >= *this.slow_callback_duration.try_ref()? {
+            helpers::get(py)?
+                .log_slow_callback
+                .call1(py, (handle, dt))?;
+        }
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> PyResult<Option<Duration>> {
+        if !self.ready.try_ref()?.is_empty() || self.stopping.load(Ordering::Relaxed) {
+            return Ok(Some(Duration::ZERO));
+        }
+        Ok(self.timers.try_ref()?.next_when().map(|when| {
+            let secs = (when - monotonic()).clamp(0.0, MAX_POLL_SECONDS);
+            Duration::from_secs_f64(secs)
+        }))
+    }
+
+    fn queue_due_timers(&self, py: Python<'_>) -> PyResult<()> {
+        let end_time = monotonic() + self.clock_resolution;
+        let mut timers = self.timers.try_mut()?;
+        let mut ready = self.ready.try_mut()?;
+        while let Some(timer) = timers.pop_due(end_time) {
+            ready.push_back(timer.into_bound(py).into_super().unbind());
+        }
+        Ok(())
+    }
+
+    fn run_once_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut garbage = Vec::new();
+        this.timers.try_mut()?.prune(py, &mut garbage);
+        drop(garbage);
+        let timeout = this.poll_timeout()?;
+        this.poll_io(py, timeout)?;
+        this.queue_due_timers(py)?;
+        Self::run_ready(slf)
+    }
+
+    fn set_reader_or_writer(
+        slf: &Bound<'_, Self>,
+        fileobj: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        writer: bool,
+    ) -> PyResult<Py<Handle>> {
+        let this = slf.get();
+        this.check_closed()?;
+        let fd = fileobj_to_fd(fileobj)?;
+        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, None)?)?;
+        let result = handle.clone_ref(slf.py());
+        let guard = this.poller.lock().map_err(|_| errors::wrong_thread())?;
+        let Some(st) = guard.as_ref() else {
+            return Err(errors::loop_closed());
+        };
+        let old = {
+            let mut fds = this.fds.try_mut()?;
+            let entry = fds.entry(fd).or_default();
+            let slot = if writer {
+                &mut entry.writer
+            } else {
+                &mut entry.reader
+            };
+            let old = slot.replace(handle);
+            if let Err(e) = st.set_interest(fd, entry.mask(), entry.registered) {
+                // Undo: the fd cannot be watched (e.g. a regular file: EPERM).
+                let slot = if writer {
+                    &mut entry.writer
+                } else {
+                    &mut entry.reader
+                };
+                let new = std::mem::replace(slot, old);
+                let empty = entry.mask() == 0 && !entry.registered;
+                if empty {
+                    fds.remove(&fd);
+                }
+                drop(fds);
+                drop(guard);
+                drop(new);
+                return Err(e.into());
+            }
+            entry.registered = true;
+            old
+        };
+        drop(guard);
+        if let Some(old) = old {
+            Handle::cancel_base(old.bind(slf.py()))?;
+        }
+        Ok(result)
+    }
+
+    fn unset_reader_or_writer(
+        slf: &Bound<'_, Self>,
+        fileobj: &Bound<'_, PyAny>,
+        writer: bool,
+    ) -> PyResult<bool> {
+        let this = slf.get();
+        if this.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let fd = fileobj_to_fd(fileobj)?;
+        let guard = this.poller.lock().map_err(|_| errors::wrong_thread())?;
+        let old = {
+            let mut fds = this.fds.try_mut()?;
+            let Some(entry) = fds.get_mut(&fd) else {
+                return Ok(false);
+            };
+            let old = if writer {
+                entry.writer.take()
+            } else {
+                entry.reader.take()
+            };
+            if old.is_none() {
+                return Ok(false);
+            }
+            let mask = entry.mask();
+            if let Some(st) = guard.as_ref() {
+                if st.set_interest(fd, mask, entry.registered).is_err() && mask != 0 {
+                    let _ = st.set_interest(fd, 0, true);
+                }
+            }
+            if mask == 0 {
+                fds.remove(&fd);
+            }
+            old
+        };
+        drop(guard);
+        if let Some(old) = old {
+            Handle::cancel_base(old.bind(slf.py()))?;
+        }
+        Ok(true)
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+    ) -> PyResult<Self> {
+        let (poller, waker) = Poller::new()?;
+        let mut res = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC, &mut res) };
+        Ok(LoopCore {
+            ready: GilCell::new(VecDeque::with_capacity(256)),
+            timers: GilCell::new(TimerHeap::default()),
+            poller,
+            waker: GilCell::new(Some(waker)),
+            fds: GilCell::new(HashMap::new()),
+            rearm: GilCell::new(Vec::new()),
+            signals: GilCell::new(SignalTable::default()),
+            stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            thread_id: AtomicU64::new(0),
+            slow_callback_duration: GilCell::new(0.1),
+            current_handle: GilCell::new(None),
+            clock_resolution: res.tv_sec as f64 + res.tv_nsec as f64 * 1e-9,
+        })
+    }
+
+    /// The loop's clock: `time.monotonic()`.
+    fn time(&self) -> f64 {
+        monotonic()
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<PyObject>,
+    ) -> PyResult<Py<Handle>> {
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug() {
+            this.check_thread()?;
+            this.check_callback(slf.py(), callback, "call_soon")?;
+        }
+        Self::schedule_soon(slf, callback, args, context)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<PyObject>,
+    ) -> PyResult<Py<Handle>> {
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug() {
+            this.check_callback(slf.py(), callback, "call_soon_threadsafe")?;
+        }
+        let handle = Self::schedule_soon(slf, callback, args, context)?;
+        if let Some(w) = this.waker.try_ref()?.as_ref() {
+            let _ = w.wake();
+        }
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<PyObject>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let now = monotonic();
+        let when = match delay.extract::<f64>() {
+            Ok(d) => now + d,
+            // Let Python raise its own error for `float + delay`.
+            Err(_) => PyFloat::new(slf.py(), now).add(delay)?.extract::<f64>()?,
+        };
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug() {
+            this.check_thread()?;
+            this.check_callback(slf.py(), callback, "call_later")?;
+        }
+        Self::schedule_at(slf, when, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<PyObject>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        let when = when.extract::<f64>()?;
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug() {
+            this.check_thread()?;
+            this.check_callback(slf.py(), callback, "call_at")?;
+        }
+        Self::schedule_at(slf, when, callback, args, context)
+    }
+
+    fn get_debug(&self) -> bool {
+        self.debug()
+    }
+
+    fn set_debug(&self, enabled: bool) {
+        self.debug.store(enabled, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn get_slow_callback_duration(&self) -> PyResult<f64> {
+        Ok(*self.slow_callback_duration.try_ref()?)
+    }
+
+    #[setter]
+    fn set_slow_callback_duration(&self, value: f64) -> PyResult<()> {
+        *self.slow_callback_duration.try_mut()? = value;
+        Ok(())
+    }
+
+    fn is_running(&self) -> bool {
+        self.thread_id.load(Ordering::Relaxed) != 0
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn _stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    #[getter]
+    fn _thread_id(&self) -> Option<u64> {
+        match self.thread_id.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    #[getter]
+    fn _current_handle(&self, py: Python<'_>) -> PyResult<Option<Py<Handle>>> {
+        Ok(self
+            .current_handle
+            .try_ref()?
+            .as_ref()
+            .map(|h| h.clone_ref(py)))
+    }
+
+    #[getter]
+    fn _clock_resolution(&self) -> f64 {
+        self.clock_resolution
+    }
+
+    /// Number of callbacks ready to run and of timers scheduled (for tests and stats).
+    fn _queue_sizes(&self) -> PyResult<(usize, usize)> {
+        Ok((self.ready.try_ref()?.len(), self.timers.try_ref()?.len()))
+    }
+
+    /// One loop iteration.
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::run_once_impl(slf)
+    }
+
+    /// Run iterations until `stop()`; the Python `run_forever` wraps this with the
+    /// running-loop registration and asyncgen hooks.
+    fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        this.check_closed()?;
+        if this.is_running() {
+            return Err(errors::already_running());
+        }
+        this.thread_id.store(current_thread_id(), Ordering::Relaxed);
+        let result = loop {
+            if let Err(e) = Self::run_once_impl(slf) {
+                break Err(e);
+            }
+            if this.stopping.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+        };
+        this.stopping.store(false, Ordering::Relaxed);
+        this.thread_id.store(0, Ordering::Relaxed);
+        result
+    }
+
+    /// Release everything the loop holds: queued callbacks, timers, watched fds, the
+    /// epoll and wakeup fds. Idempotent.
+    fn _close_core(&self) -> PyResult<()> {
+        if self.is_running() {
+            return Err(errors::close_running());
+        }
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut timers = Vec::new();
+        self.timers.try_mut()?.clear(&mut timers);
+        let ready: Vec<_> = self.ready.try_mut()?.drain(..).collect();
+        let fds: Vec<_> = self.fds.try_mut()?.drain().collect();
+        let signals = self.signals.try_mut()?.drain();
+        let waker = self.waker.try_mut()?.take();
+        self.poller.close();
+        drop((timers, ready, fds, signals, waker));
+        Ok(())
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::set_reader_or_writer(slf, fd, callback, args, false).map(drop)
+    }
+
+    /// `add_reader` returning the new handle (used by the sock_* methods).
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::set_reader_or_writer(slf, fd, callback, args, false)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::set_reader_or_writer(slf, fd, callback, args, true)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        Self::set_reader_or_writer(slf, fd, callback, args, true).map(drop)
+    }
+
+    fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::unset_reader_or_writer(slf, fd, false)
+    }
+
+    fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::unset_reader_or_writer(slf, fd, true)
+    }
+
+    /// The (reader, writer) handles watching `fd`, for `_ensure_fd_no_transport`-style
+    /// checks and tests.
+    fn _fd_handles(
+        &self,
+        py: Python<'_>,
+        fd: &Bound<'_, PyAny>,
+    ) -> PyResult<(Option<Py<Handle>>, Option<Py<Handle>>)> {
+        let fd = fileobj_to_fd(fd)?;
+        let fds = self.fds.try_ref()?;
+        Ok(match fds.get(&fd) {
+            Some(e) => (
+                e.reader.as_ref().map(|h| h.clone_ref(py)),
+                e.writer.as_ref().map(|h| h.clone_ref(py)),
+            ),
+            None => (None, None),
+        })
+    }
+
+    /// Watch the read end of the `signal.set_wakeup_fd` socket (or stop, with -1).
+    fn _set_signal_fd(&self, fd: RawFd) -> PyResult<()> {
+        self.check_closed()?;
+        let guard = self.poller.lock().map_err(|_| errors::wrong_thread())?;
+        let st = guard.as_ref().ok_or_else(errors::loop_closed)?;
+        let mut signals = self.signals.try_mut()?;
+        if let Some(old) = signals.wakeup_fd.take() {
+            st.deregister_fd(old);
+        }
+        if fd >= 0 {
+            st.register_signal_fd(fd)?;
+            signals.wakeup_fd = Some(fd);
+        }
+        Ok(())
+    }
+
+    /// Register `callback(*args)` for signal `sig` (the Python side validated it).
+    #[pyo3(signature = (sig, callback, *args))]
+    fn _add_signal_handle(
+        slf: &Bound<'_, Self>,
+        sig: i32,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        slf.get().check_closed()?;
+        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, None)?)?;
+        let old = slf.get().signals.try_mut()?.insert(sig, handle);
+        if let Some(old) = old {
+            Handle::cancel_base(old.bind(slf.py()))?;
+        }
+        Ok(())
+    }
+
+    fn _remove_signal_handle(slf: &Bound<'_, Self>, sig: i32) -> PyResult<bool> {
+        let old = slf.get().signals.try_mut()?.remove(sig);
+        match old {
+            Some(old) => {
+                Handle::cancel_base(old.bind(slf.py()))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn _has_signal_handlers(&self) -> PyResult<bool> {
+        Ok(!self.signals.try_ref()?.is_empty())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(ready) = self.ready.peek() {
+            for h in ready.iter() {
+                visit.call(h)?;
+            }
+        }
+        if let Some(timers) = self.timers.peek() {
+            for h in timers.handles() {
+                visit.call(h)?;
+            }
+        }
+        if let Some(fds) = self.fds.peek() {
+            for e in fds.values() {
+                if let Some(h) = &e.reader {
+                    visit.call(h)?;
+                }
+                if let Some(h) = &e.writer {
+                    visit.call(h)?;
+                }
+            }
+        }
+        if let Some(signals) = self.signals.peek() {
+            for h in signals.handles() {
+                visit.call(h)?;
+            }
+        }
+        if let Some(cur) = self.current_handle.peek() {
+            if let Some(h) = cur.as_ref() {
+                visit.call(h)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let ready: Vec<_> = match self.ready.try_mut() {
+            Ok(mut r) => r.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut timers = Vec::new();
+        if let Ok(mut t) = self.timers.try_mut() {
+            t.clear(&mut timers);
+        }
+        let fds: Vec<_> = match self.fds.try_mut() {
+            Ok(mut f) => f.drain().collect(),
+            Err(_) => Vec::new(),
+        };
+        let signals = match self.signals.try_mut() {
+            Ok(mut s) => s.drain(),
+            Err(_) => Vec::new(),
+        };
+        drop((ready, timers, fds, signals));
+    }
+}

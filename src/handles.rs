@@ -1,0 +1,362 @@
+//! `Handle` and `TimerHandle`: a scheduled callback, its arguments and its context.
+//!
+//! Mirrors `asyncio.events.Handle` / `TimerHandle`: `cancel`, `cancelled`, `get_context`,
+//! `when`, the stock repr, and `_run`, which calls the callback inside its context and
+//! hands any exception but `SystemExit`/`KeyboardInterrupt` to the loop's exception handler.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::pyclass::CompareOp;
+use pyo3::types::{PyDict, PyFloat, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::cell::GilCell;
+use crate::event_loop::LoopCore;
+use crate::helpers;
+
+#[pyclass(module = "oxloop._oxloop", subclass, frozen, weakref)]
+pub struct Handle {
+    callback: GilCell<Option<PyObject>>,
+    args: GilCell<Option<Py<PyTuple>>>,
+    context: PyObject,
+    loop_: Py<LoopCore>,
+    cancelled: AtomicBool,
+    repr: GilCell<Option<String>>,
+    source_traceback: GilCell<Option<PyObject>>,
+}
+
+impl Handle {
+    /// A handle for `callback(*args)`; `context=None` copies the current context.
+    pub fn make(
+        py: Python<'_>,
+        callback: PyObject,
+        args: Py<PyTuple>,
+        context: Option<PyObject>,
+        loop_: Py<LoopCore>,
+        debug: bool,
+    ) -> PyResult<Handle> {
+        let context = match context {
+            Some(c) if !c.is_none(py) => c,
+            _ => unsafe {
+                Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()
+            },
+        };
+        let source_traceback = if debug {
+            Some(helpers::get(py)?.extract_stack.call0(py)?)
+        } else {
+            None
+        };
+        Ok(Handle {
+            callback: GilCell::new(Some(callback)),
+            args: GilCell::new(Some(args)),
+            context,
+            loop_,
+            cancelled: AtomicBool::new(false),
+            repr: GilCell::new(None),
+            source_traceback: GilCell::new(source_traceback),
+        })
+    }
+
+    #[inline]
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    pub fn loop_core(&self) -> &Py<LoopCore> {
+        &self.loop_
+    }
+
+    /// Mark cancelled and drop the callback and its arguments (as stock does).
+    pub fn cancel_base(slf: &Bound<'_, Handle>) -> PyResult<()> {
+        let h = slf.get();
+        if h.cancelled.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        if h.loop_.get().debug() {
+            // Keep a repr so that debug messages can still name the callback.
+            let text = Handle::repr_text(slf, false)?;
+            *h.repr.try_mut()? = Some(text);
+        }
+        let cb = h.callback.try_mut()?.take();
+        let args = h.args.try_mut()?.take();
+        drop((cb, args)); // after the borrows end: a __del__ may re-enter
+        Ok(())
+    }
+
+    /// Run the callback in its context. Only `SystemExit`/`KeyboardInterrupt` come back
+    /// as `Err`; any other exception goes to the loop's exception handler.
+    pub fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
+        let py = slf.py();
+        let h = slf.get();
+        let (cb, args) = {
+            let cb = h.callback.try_ref()?;
+            let args = h.args.try_ref()?;
+            match (cb.as_ref(), args.as_ref()) {
+                (Some(c), Some(a)) => (c.clone_ref(py), a.clone_ref(py)),
+                _ => return Ok(()), // cancelled meanwhile
+            }
+        };
+        let ctx = h.context.as_ptr();
+        if unsafe { ffi::PyContext_Enter(ctx) } != 0 {
+            let err = PyErr::fetch(py);
+            return Handle::report(slf, cb, args, err);
+        }
+        let result = cb.bind(py).call1(args.bind(py));
+        unsafe { ffi::PyContext_Exit(ctx) };
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => Handle::report(slf, cb, args, err),
+        }
+    }
+
+    fn report(
+        slf: &Bound<'_, Handle>,
+        cb: PyObject,
+        args: Py<PyTuple>,
+        err: PyErr,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
+            return Err(err);
+        }
+        let source = helpers::get(py)?
+            .format_callback_source
+            .call1(py, (cb, args))?;
+        let context = PyDict::new(py);
+        context.set_item("message", format!("Exception in callback {source}"))?;
+        context.set_item("exception", err.value(py))?;
+        context.set_item("handle", slf)?;
+        if let Some(tb) = slf.get().source_traceback.try_ref()?.as_ref() {
+            context.set_item("source_traceback", tb)?;
+        }
+        let lp = slf.get().loop_.bind(py);
+        lp.call_method1("call_exception_handler", (context,))?;
+        Ok(())
+    }
+
+    /// The stock repr: `<Handle [cancelled] callback(args) at file:line [created at ...]>`.
+    fn repr_text(slf: &Bound<'_, Handle>, use_cache: bool) -> PyResult<String> {
+        let py = slf.py();
+        let h = slf.get();
+        if use_cache {
+            if let Some(r) = h.repr.try_ref()?.as_ref() {
+                return Ok(r.clone());
+            }
+        }
+        let class_name = slf.get_type().name()?.to_string();
+        let mut info = vec![class_name];
+        if h.is_cancelled() {
+            info.push("cancelled".to_string());
+        }
+        if let Ok(timer) = slf.downcast::<TimerHandle>() {
+            let when = PyFloat::new(py, timer.get().when).repr()?.to_string();
+            let pos = if h.is_cancelled() { 2 } else { 1 };
+            info.insert(pos, format!("when={when}"));
+        }
+        let cb_args = {
+            let cb = h.callback.try_ref()?;
+            let args = h.args.try_ref()?;
+            cb.as_ref()
+                .map(|c| (c.clone_ref(py), args.as_ref().map(|a| a.clone_ref(py))))
+        };
+        if let Some((cb, args)) = cb_args {
+            let args: PyObject = match args {
+                Some(a) => a.into_any(),
+                None => py.None(),
+            };
+            let source = helpers::get(py)?
+                .format_callback_source
+                .call1(py, (cb, args))?;
+            info.push(source.bind(py).str()?.to_string());
+        }
+        let tb = h.source_traceback.try_ref()?.as_ref().map(|t| t.clone_ref(py));
+        if let Some(tb) = tb {
+            let tb = tb.bind(py);
+            if tb.len()? > 0 {
+                let frame = tb.get_item(-1)?;
+                let file = frame.get_item(0)?.str()?.to_string();
+                let line = frame.get_item(1)?.str()?.to_string();
+                info.push(format!("created at {file}:{line}"));
+            }
+        }
+        Ok(format!("<{}>", info.join(" ")))
+    }
+}
+
+#[pymethods]
+impl Handle {
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Handle::cancel_base(slf)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    fn get_context(&self, py: Python<'_>) -> PyObject {
+        self.context.clone_ref(py)
+    }
+
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Handle::run(slf)
+    }
+
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(match self.callback.try_ref()?.as_ref() {
+            Some(c) => c.clone_ref(py),
+            None => py.None(),
+        })
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(match self.args.try_ref()?.as_ref() {
+            Some(a) => a.clone_ref(py).into_any(),
+            None => py.None(),
+        })
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> PyObject {
+        self.context.clone_ref(py)
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Py<LoopCore> {
+        self.loop_.clone_ref(py)
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(match self.source_traceback.try_ref()?.as_ref() {
+            Some(t) => t.clone_ref(py),
+            None => py.None(),
+        })
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        Handle::repr_text(slf, true)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(cb) = self.callback.peek() {
+            if let Some(cb) = cb.as_ref() {
+                visit.call(cb)?;
+            }
+        }
+        if let Some(args) = self.args.peek() {
+            if let Some(args) = args.as_ref() {
+                visit.call(args)?;
+            }
+        }
+        if let Some(tb) = self.source_traceback.peek() {
+            if let Some(tb) = tb.as_ref() {
+                visit.call(tb)?;
+            }
+        }
+        visit.call(&self.context)?;
+        visit.call(&self.loop_)?;
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let cb = self.callback.try_mut().ok().and_then(|mut c| c.take());
+        let args = self.args.try_mut().ok().and_then(|mut a| a.take());
+        drop((cb, args));
+    }
+}
+
+/// A handle scheduled at an absolute loop time.
+#[pyclass(module = "oxloop._oxloop", extends = Handle, frozen)]
+pub struct TimerHandle {
+    when: f64,
+    scheduled: AtomicBool,
+}
+
+impl TimerHandle {
+    pub fn new(when: f64) -> TimerHandle {
+        TimerHandle {
+            when,
+            scheduled: AtomicBool::new(false),
+        }
+    }
+
+    #[inline]
+    pub fn when_value(&self) -> f64 {
+        self.when
+    }
+
+    #[inline]
+    pub fn set_scheduled(&self, value: bool) {
+        self.scheduled.store(value, Ordering::Relaxed);
+    }
+}
+
+#[pymethods]
+impl TimerHandle {
+    fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let base = slf.as_super();
+        if !base.get().is_cancelled() && slf.get().scheduled.load(Ordering::Relaxed) {
+            base.get().loop_.get().timer_cancelled()?;
+        }
+        Handle::cancel_base(base)
+    }
+
+    fn when(&self) -> f64 {
+        self.when
+    }
+
+    #[getter]
+    fn _when(&self) -> f64 {
+        self.when
+    }
+
+    #[getter]
+    fn _scheduled(&self) -> bool {
+        self.scheduled.load(Ordering::Relaxed)
+    }
+
+    fn __hash__(&self) -> u64 {
+        // Same as hash(float): equal whens hash equal.
+        self.when.to_bits()
+    }
+
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: CompareOp,
+    ) -> PyResult<PyObject> {
+        let py = slf.py();
+        let Ok(other) = other.downcast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let (a, b) = (slf.get().when, other.get().when);
+        let equal = || -> PyResult<bool> {
+            if a != b {
+                return Ok(false);
+            }
+            let (x, y) = (slf.as_super(), other.as_super());
+            Ok(x.getattr("_callback")?.eq(y.getattr("_callback")?)?
+                && x.getattr("_args")?.eq(y.getattr("_args")?)?
+                && x.get().is_cancelled() == y.get().is_cancelled())
+        };
+        let result = match op {
+            CompareOp::Lt => a < b,
+            CompareOp::Gt => a > b,
+            CompareOp::Le => a < b || equal()?,
+            CompareOp::Ge => a > b || equal()?,
+            CompareOp::Eq => equal()?,
+            CompareOp::Ne => !equal()?,
+        };
+        Ok(result.into_pyobject(py)?.to_owned().into_any().unbind())
+    }
+}

@@ -1,0 +1,21 @@
+//! The `oxloop._oxloop` extension module: registers the loop core and handle types.
+
+mod cell;
+mod errors;
+mod event_loop;
+mod handles;
+mod helpers;
+mod poll;
+mod signals;
+mod timers;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<event_loop::LoopCore>()?;
+    m.add_class::<handles::Handle>()?;
+    m.add_class::<handles::TimerHandle>()?;
+    m.add_function(wrap_pyfunction!(helpers::_set_helpers, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! Readiness polling: the one seam to the OS (epoll through `mio`), plus the cross-thread
+//! waker.
+//!
+//! mio registers every source edge-triggered. asyncio's `add_reader`/`add_writer` are
+//! level-triggered (a reader that leaves data unread is called again), so a user fd that
+//! fired is re-armed (`EPOLL_CTL_MOD`, which re-reports a still-ready fd) before the next
+//! poll. The poll state sits behind a mutex because the loop thread polls with the GIL
+//! released; other threads only ever `try_lock` it, so they never block the GIL holder.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+pub const WAKE_TOKEN: Token = Token(usize::MAX);
+pub const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+
+pub const READABLE: u8 = 1;
+pub const WRITABLE: u8 = 2;
+
+pub struct PollState {
+    poll: Poll,
+    events: Events,
+    /// Ready events of the last poll, as (token, READABLE|WRITABLE).
+    pub fired: Vec<(Token, u8)>,
+}
+
+pub struct Poller {
+    state: Mutex<Option<PollState>>,
+}
+
+/// Returned when another thread already holds the poller (the loop is polling).
+pub struct Busy;
+
+fn interest_of(mask: u8) -> Option<Interest> {
+    match (mask & READABLE != 0, mask & WRITABLE != 0) {
+        (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+        (true, false) => Some(Interest::READABLE),
+        (false, true) => Some(Interest::WRITABLE),
+        (false, false) => None,
+    }
+}
+
+impl PollState {
+    /// Watch `fd` for `mask`, replacing any earlier interest; mask 0 stops watching.
+    pub fn set_interest(&self, fd: RawFd, mask: u8, known: bool) -> io::Result<()> {
+        let registry = self.poll.registry();
+        let token = Token(fd as usize);
+        let Some(interest) = interest_of(mask) else {
+            return match registry.deregister(&mut SourceFd(&fd)) {
+                // The fd was closed already: the kernel dropped it from the set.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOENT)) => Ok(()),
+                other => other,
+            };
+        };
+        if known {
+            match registry.reregister(&mut SourceFd(&fd), token, interest) {
+                // Closed and reopened under the same number: register afresh.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    registry.register(&mut SourceFd(&fd), token, interest)
+                }
+                other => other,
+            }
+        } else {
+            match registry.register(&mut SourceFd(&fd), token, interest) {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    registry.reregister(&mut SourceFd(&fd), token, interest)
+                }
+                other => other,
+            }
+        }
+    }
+
+    pub fn register_signal_fd(&self, fd: RawFd) -> io::Result<()> {
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), SIGNAL_TOKEN, Interest::READABLE)
+    }
+
+    pub fn deregister_fd(&self, fd: RawFd) {
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+    }
+}
+
+impl Poller {
+    pub fn new() -> io::Result<(Poller, Waker)> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKE_TOKEN)?;
+        let state = PollState {
+            poll,
+            events: Events::with_capacity(1024),
+            fired: Vec::with_capacity(64),
+        };
+        Ok((
+            Poller {
+                state: Mutex::new(Some(state)),
+            },
+            waker,
+        ))
+    }
+
+    /// Lock from the loop thread (never contended there in correct use).
+    pub fn lock(&self) -> Result<MutexGuard<'_, Option<PollState>>, Busy> {
+        match self.state.try_lock() {
+            Ok(g) => Ok(g),
+            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+            Err(TryLockError::WouldBlock) => Err(Busy),
+        }
+    }
+
+    /// Block for events (call with the GIL released). Fills `fired`.
+    /// Returns Ok(false) when interrupted by a signal.
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        let mut guard = match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let Some(st) = guard.as_mut() else {
+            return Ok(true);
+        };
+        st.fired.clear();
+        match st.poll.poll(&mut st.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        for ev in st.events.iter() {
+            let mut mask = 0u8;
+            let broken = ev.is_error();
+            if ev.is_readable() || ev.is_read_closed() || broken {
+                mask |= READABLE;
+            }
+            if ev.is_writable() || ev.is_write_closed() || broken {
+                mask |= WRITABLE;
+            }
+            st.fired.push((ev.token(), mask));
+        }
+        Ok(true)
+    }
+
+    /// Close the epoll fd.
+    pub fn close(&self) {
+        let state = match self.state.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        drop(state);
+    }
+}

@@ -1,0 +1,131 @@
+//! The timer heap: scheduled `TimerHandle`s ordered by deadline, then by insertion.
+//!
+//! Cancelled timers stay in the heap until they reach the top or until they are more
+//! than half of a large heap, when the heap is rebuilt without them (amortised O(1) per
+//! cancellation, like the stock loop). Removed handles are returned to the caller to be
+//! dropped outside any borrow, since dropping Python objects can run arbitrary code.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use pyo3::prelude::*;
+
+use crate::handles::TimerHandle;
+
+const MIN_COMPACT_SIZE: usize = 100;
+
+struct Entry {
+    when: f64,
+    seq: u64,
+    handle: Py<TimerHandle>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest deadline on top.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .when
+            .total_cmp(&self.when)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Default)]
+pub struct TimerHeap {
+    heap: BinaryHeap<Entry>,
+    seq: u64,
+    cancelled: usize,
+}
+
+fn is_cancelled(py: Python<'_>, h: &Py<TimerHandle>) -> bool {
+    h.bind(py).as_super().get().is_cancelled()
+}
+
+impl TimerHeap {
+    pub fn push(&mut self, handle: Py<TimerHandle>) {
+        let when = handle.get().when_value();
+        handle.get().set_scheduled(true);
+        self.seq += 1;
+        self.heap.push(Entry {
+            when,
+            seq: self.seq,
+            handle,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn note_cancelled(&mut self) {
+        self.cancelled += 1;
+    }
+
+    /// Drop cancelled timers: all of them when they are too many, else those on top.
+    pub fn prune(&mut self, py: Python<'_>, garbage: &mut Vec<Py<TimerHandle>>) {
+        let n = self.heap.len();
+        if n > MIN_COMPACT_SIZE && self.cancelled * 2 > n {
+            let entries = std::mem::take(&mut self.heap).into_vec();
+            let mut keep = Vec::with_capacity(n - self.cancelled.min(n));
+            for e in entries {
+                if is_cancelled(py, &e.handle) {
+                    e.handle.get().set_scheduled(false);
+                    garbage.push(e.handle);
+                } else {
+                    keep.push(e);
+                }
+            }
+            self.heap = BinaryHeap::from(keep);
+            self.cancelled = 0;
+        } else {
+            while let Some(top) = self.heap.peek() {
+                if !is_cancelled(py, &top.handle) {
+                    break;
+                }
+                let e = self.heap.pop().expect("peeked");
+                e.handle.get().set_scheduled(false);
+                self.cancelled = self.cancelled.saturating_sub(1);
+                garbage.push(e.handle);
+            }
+        }
+    }
+
+    /// Deadline of the earliest timer, if any.
+    pub fn next_when(&self) -> Option<f64> {
+        self.heap.peek().map(|e| e.when)
+    }
+
+    /// Pop the earliest timer if it is due before `end_time`.
+    pub fn pop_due(&mut self, end_time: f64) -> Option<Py<TimerHandle>> {
+        if self.heap.peek()?.when >= end_time {
+            return None;
+        }
+        let e = self.heap.pop()?;
+        e.handle.get().set_scheduled(false);
+        Some(e.handle)
+    }
+
+    /// Remove everything (loop close); handles go to `garbage`.
+    pub fn clear(&mut self, garbage: &mut Vec<Py<TimerHandle>>) {
+        for e in std::mem::take(&mut self.heap).into_vec() {
+            e.handle.get().set_scheduled(false);
+            garbage.push(e.handle);
+        }
+        self.cancelled = 0;
+    }
+
+    pub fn handles(&self) -> impl Iterator<Item = &Py<TimerHandle>> {
+        self.heap.iter().map(|e| &e.handle)
+    }
+}
