@@ -26,12 +26,3 @@ pub fn not_callable(method: &str, repr: &str) -> PyErr {
         "a callable object was expected by {method}(), got {repr}"
     ))
 }
-
-pub fn coroutine_callback(method: &str) -> PyErr {
-    PyTypeError::new_err(format!("coroutines cannot be used with {method}()"))
-}
-
-/// An internal invariant broke; reported to Python instead of panicking.
-pub fn internal(what: &str) -> PyErr {
-    PyRuntimeError::new_err(format!("oxloop internal error: {what}"))
-}

@@ -46,6 +46,9 @@ impl FdEntry {
     }
 }
 
+/// The (reader, writer) handles of one fd.
+type FdHandles = (Option<Py<Handle>>, Option<Py<Handle>>);
+
 pub fn monotonic() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -181,10 +184,7 @@ impl LoopCore {
         let base = Self::new_handle(slf, callback, args, context)?;
         let init = PyClassInitializer::from(base).add_subclass(TimerHandle::new(when));
         let timer = Py::new(slf.py(), init)?;
-        slf.get()
-            .timers
-            .try_mut()?
-            .push(timer.clone_ref(slf.py()));
+        slf.get().timers.try_mut()?.push(timer.clone_ref(slf.py()));
         Ok(timer)
     }
 
@@ -737,11 +737,7 @@ impl LoopCore {
 
     /// The (reader, writer) handles watching `fd`, for `_ensure_fd_no_transport`-style
     /// checks and tests.
-    fn _fd_handles(
-        &self,
-        py: Python<'_>,
-        fd: &Bound<'_, PyAny>,
-    ) -> PyResult<(Option<Py<Handle>>, Option<Py<Handle>>)> {
+    fn _fd_handles(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<FdHandles> {
         let fd = fileobj_to_fd(fd)?;
         let fds = self.fds.try_ref()?;
         Ok(match fds.get(&fd) {

@@ -172,7 +172,11 @@ impl Handle {
                 .call1(py, (cb, args))?;
             info.push(source.bind(py).str()?.to_string());
         }
-        let tb = h.source_traceback.try_ref()?.as_ref().map(|t| t.clone_ref(py));
+        let tb = h
+            .source_traceback
+            .try_ref()?
+            .as_ref()
+            .map(|t| t.clone_ref(py));
         if let Some(tb) = tb {
             let tb = tb.bind(py);
             if tb.len()? > 0 {

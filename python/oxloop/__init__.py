@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from asyncio import coroutines, events
+from asyncio import coroutines, events, unix_events
 
 from ._loop import Loop
 
@@ -22,8 +22,11 @@ def new_event_loop() -> Loop:
     return Loop()
 
 
-class EventLoopPolicy(events.BaseDefaultEventLoopPolicy):
-    """An asyncio event loop policy whose loops are oxloop loops."""
+class EventLoopPolicy(unix_events.DefaultEventLoopPolicy):
+    """An asyncio event loop policy whose loops are oxloop loops.
+
+    Based on the stock Unix policy, so its (deprecated) child-watcher API keeps working.
+    """
 
     def new_event_loop(self) -> Loop:
         return Loop()

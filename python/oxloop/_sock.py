@@ -73,7 +73,7 @@ class SockMethods:
         except (BlockingIOError, InterruptedError):
             pass
         fut = self.create_future()
-        self._wait_fd(fut, sock.fileno(), False, _retry, fut, sock.recv, n)
+        self._wait_fd(fut, sock.fileno(), False, _retry, fut, sock, "recv", n)
         return await fut
 
     async def sock_recv_into(self, sock, buf):
@@ -83,7 +83,7 @@ class SockMethods:
         except (BlockingIOError, InterruptedError):
             pass
         fut = self.create_future()
-        self._wait_fd(fut, sock.fileno(), False, _retry, fut, sock.recv_into, buf)
+        self._wait_fd(fut, sock.fileno(), False, _retry, fut, sock, "recv_into", buf)
         return await fut
 
     async def sock_recvfrom(self, sock, bufsize):
@@ -93,7 +93,7 @@ class SockMethods:
         except (BlockingIOError, InterruptedError):
             pass
         fut = self.create_future()
-        self._wait_fd(fut, sock.fileno(), False, _retry, fut, sock.recvfrom, bufsize)
+        self._wait_fd(fut, sock.fileno(), False, _retry, fut, sock, "recvfrom", bufsize)
         return await fut
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
@@ -105,7 +105,7 @@ class SockMethods:
         except (BlockingIOError, InterruptedError):
             pass
         fut = self.create_future()
-        self._wait_fd(fut, sock.fileno(), False, _retry, fut, sock.recvfrom_into, buf, nbytes)
+        self._wait_fd(fut, sock.fileno(), False, _retry, fut, sock, "recvfrom_into", buf, nbytes)
         return await fut
 
     async def sock_sendall(self, sock, data):
@@ -128,7 +128,7 @@ class SockMethods:
         except (BlockingIOError, InterruptedError):
             pass
         fut = self.create_future()
-        self._wait_fd(fut, sock.fileno(), True, _retry, fut, sock.sendto, data, address)
+        self._wait_fd(fut, sock.fileno(), True, _retry, fut, sock, "sendto", data, address)
         return await fut
 
     async def sock_connect(self, sock, address):
@@ -275,11 +275,12 @@ def _unwatch(remove, fd, handle, fut) -> None:
         remove(fd)
 
 
-def _retry(fut, op, *args) -> None:
+def _retry(fut, sock, method: str, *args) -> None:
+    # The method is looked up on every try, as stock does (tests swap it on mocks).
     if fut.done():
         return
     try:
-        result = op(*args)
+        result = getattr(sock, method)(*args)
     except (BlockingIOError, InterruptedError):
         return
     except (SystemExit, KeyboardInterrupt):

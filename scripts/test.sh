@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build oxloop for every installed Python 3.10-3.13, lint, run the pytest suite on each,
+# then CPython's test_asyncio conformance run, failing if it drops below the baseline.
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+start=$(date +%s)
+present=()
+for v in $VERSIONS; do
+  if [ -n "$(find_python "$v")" ]; then present+=("$v"); else echo "skip: python$v is not installed"; fi
+done
+[ ${#present[@]} -gt 0 ] || { echo "no supported Python found" >&2; exit 1; }
+lint_v="${present[${#present[@]}-1]}"
+
+echo "== build (${present[*]})"
+for v in "${present[@]}"; do
+  ensure_venv "$v"
+  build_ext "$v"
+done
+
+echo "== lint"
+cargo fmt --all -- --check
+"$ROOT/.venv-$lint_v/bin/python" -m pip install -q --disable-pip-version-check "ruff>=0.6"
+PYO3_PYTHON="$ROOT/.venv-$lint_v/bin/python" CARGO_TARGET_DIR="$ROOT/target/py$lint_v" \
+  cargo clippy --release --all-targets -q -- -D warnings
+"$ROOT/.venv-$lint_v/bin/ruff" check python tests conformance examples scripts
+"$ROOT/.venv-$lint_v/bin/ruff" format --check python tests conformance examples
+
+failed=0
+for v in "${present[@]}"; do
+  echo "== pytest on python$v"
+  "$ROOT/.venv-$v/bin/python" -m pytest tests -q -p no:cacheprovider || failed=1
+done
+
+echo "== CPython test_asyncio conformance (${present[*]})"
+versions_csv=$(IFS=,; echo "${present[*]}")
+"$ROOT/.venv-$lint_v/bin/python" conformance/run.py --python-versions "$versions_csv" \
+  --check-baseline || failed=1
+
+echo "== done in $(( $(date +%s) - start ))s"
+exit $failed
