@@ -19,7 +19,7 @@ done
 
 echo "== lint"
 cargo fmt --all -- --check
-"$ROOT/.venv-$lint_v/bin/python" -m pip install -q --disable-pip-version-check "ruff>=0.6"
+"$ROOT/.venv-$lint_v/bin/python" -m pip install -q --disable-pip-version-check "ruff==0.17.5"
 PYO3_PYTHON="$ROOT/.venv-$lint_v/bin/python" CARGO_TARGET_DIR="$ROOT/target/py$lint_v" \
   cargo clippy --release --all-targets -q -- -D warnings
 "$ROOT/.venv-$lint_v/bin/ruff" check python tests conformance examples scripts
@@ -34,7 +34,7 @@ done
 echo "== CPython test_asyncio conformance (${present[*]})"
 versions_csv=$(IFS=,; echo "${present[*]}")
 "$ROOT/.venv-$lint_v/bin/python" conformance/run.py --python-versions "$versions_csv" \
-  --check-baseline || failed=1
+  --timeout 15 --check-baseline || failed=1
 
 echo "== done in $(( $(date +%s) - start ))s"
 exit $failed

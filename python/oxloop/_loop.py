@@ -151,6 +151,7 @@ class Loop(SockMethods, LoopCore, asyncio.AbstractEventLoop):
                     f"Closing the loop {self!r} on interpreter shutdown "
                     f"stage, skipping signal handlers removal",
                     ResourceWarning,
+                    stacklevel=1,
                     source=self,
                 )
                 self._signals.clear()
@@ -314,8 +315,7 @@ class Loop(SockMethods, LoopCore, asyncio.AbstractEventLoop):
                 await asyncio.wait_for(asyncio.shield(done), timeout)
         except asyncio.TimeoutError:
             warnings.warn(
-                "The executor did not finishing joining "
-                f"its threads within {timeout} seconds.",
+                f"The executor did not finishing joining its threads within {timeout} seconds.",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -409,6 +409,7 @@ class Loop(SockMethods, LoopCore, asyncio.AbstractEventLoop):
                 f"asynchronous generator {agen!r} was scheduled after "
                 f"loop.shutdown_asyncgens() call",
                 ResourceWarning,
+                stacklevel=1,
                 source=self,
             )
         self._asyncgens.add(agen)
@@ -425,7 +426,7 @@ class Loop(SockMethods, LoopCore, asyncio.AbstractEventLoop):
         closing = list(self._asyncgens)
         self._asyncgens.clear()
         results = await tasks.gather(*[ag.aclose() for ag in closing], return_exceptions=True)
-        for result, agen in zip(results, closing):
+        for result, agen in zip(results, closing, strict=True):
             if isinstance(result, Exception):
                 self.call_exception_handler(
                     {

@@ -1,7 +1,8 @@
 """Type stubs for the Rust extension `oxloop._oxloop` (the loop core and handles)."""
 
+from collections.abc import Callable
 from contextvars import Context
-from typing import Any, Callable
+from typing import Any
 
 class Handle:
     def cancel(self) -> None: ...
