@@ -593,7 +593,9 @@ def check_baseline(baseline, results, problems, args):
         for module, n in sorted(passed.items()):
             want = base.get("modules", {}).get(module)
             if want is not None and n < want:
-                print(f"      {module}: passed {n} < baseline {want}")
+                # A drop in one module fails even if another module gained.
+                print(f"      {module}: passed {n} < baseline {want}  FAIL")
+                ok = False
     return ok
 
 

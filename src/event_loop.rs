@@ -26,6 +26,10 @@ use crate::poll::{Poller, READABLE, SIGNAL_TOKEN, WAKE_TOKEN, WRITABLE};
 use crate::signals::SignalTable;
 use crate::timers::TimerHeap;
 
+/// Caller frames a debug-mode handle records: the stock loop's limit (10) less the two
+/// frames of its own it drops (call_later: one more; add_signal_handler: one fewer).
+const TRACE_DEPTH: u32 = 8;
+
 /// Longest single poll, as the stock loop (24 hours).
 const MAX_POLL_SECONDS: f64 = 24.0 * 3600.0;
 
@@ -143,11 +147,14 @@ impl LoopCore {
         Ok(())
     }
 
+    /// A new handle; in debug mode it records `depth` caller frames, the number the
+    /// stock loop keeps for the same method (its frame limit less its own frames).
     fn new_handle(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<PyObject>,
+        depth: u32,
     ) -> PyResult<Handle> {
         let this = slf.get();
         Handle::make(
@@ -156,7 +163,7 @@ impl LoopCore {
             args.unbind(),
             context,
             slf.clone().unbind(),
-            this.debug(),
+            this.debug().then_some(depth),
         )
     }
 
@@ -166,7 +173,10 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<PyObject>,
     ) -> PyResult<Py<Handle>> {
-        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, context)?)?;
+        let handle = Py::new(
+            slf.py(),
+            Self::new_handle(slf, callback, args, context, TRACE_DEPTH)?,
+        )?;
         slf.get()
             .ready
             .try_mut()?
@@ -180,8 +190,9 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<PyObject>,
+        depth: u32,
     ) -> PyResult<Py<TimerHandle>> {
-        let base = Self::new_handle(slf, callback, args, context)?;
+        let base = Self::new_handle(slf, callback, args, context, depth)?;
         let init = PyClassInitializer::from(base).add_subclass(TimerHandle::new(when));
         let timer = Py::new(slf.py(), init)?;
         slf.get().timers.try_mut()?.push(timer.clone_ref(slf.py()));
@@ -372,7 +383,10 @@ impl LoopCore {
         let this = slf.get();
         this.check_closed()?;
         let fd = fileobj_to_fd(fileobj)?;
-        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, None)?)?;
+        let handle = Py::new(
+            slf.py(),
+            Self::new_handle(slf, callback, args, None, TRACE_DEPTH)?,
+        )?;
         let result = handle.clone_ref(slf.py());
         let guard = this.poller.lock().map_err(|_| errors::wrong_thread())?;
         let Some(st) = guard.as_ref() else {
@@ -552,7 +566,7 @@ impl LoopCore {
             this.check_thread()?;
             this.check_callback(slf.py(), callback, "call_later")?;
         }
-        Self::schedule_at(slf, when, callback, args, context)
+        Self::schedule_at(slf, when, callback, args, context, TRACE_DEPTH - 1)
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
@@ -573,7 +587,7 @@ impl LoopCore {
             this.check_thread()?;
             this.check_callback(slf.py(), callback, "call_at")?;
         }
-        Self::schedule_at(slf, when, callback, args, context)
+        Self::schedule_at(slf, when, callback, args, context, TRACE_DEPTH)
     }
 
     fn get_debug(&self) -> bool {
@@ -774,7 +788,10 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
     ) -> PyResult<()> {
         slf.get().check_closed()?;
-        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, None)?)?;
+        let handle = Py::new(
+            slf.py(),
+            Self::new_handle(slf, callback, args, None, TRACE_DEPTH + 1)?,
+        )?;
         let old = slf.get().signals.try_mut()?.insert(sig, handle);
         if let Some(old) = old {
             Handle::cancel_base(old.bind(slf.py()))?;

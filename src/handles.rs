@@ -30,13 +30,14 @@ pub struct Handle {
 
 impl Handle {
     /// A handle for `callback(*args)`; `context=None` copies the current context.
+    /// `trace_depth`: in debug mode, how many caller frames to record.
     pub fn make(
         py: Python<'_>,
         callback: PyObject,
         args: Py<PyTuple>,
         context: Option<PyObject>,
         loop_: Py<LoopCore>,
-        debug: bool,
+        trace_depth: Option<u32>,
     ) -> PyResult<Handle> {
         let context = match context {
             Some(c) if !c.is_none(py) => c,
@@ -44,10 +45,9 @@ impl Handle {
                 Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()
             },
         };
-        let source_traceback = if debug {
-            Some(helpers::get(py)?.extract_stack.call0(py)?)
-        } else {
-            None
+        let source_traceback = match trace_depth {
+            Some(depth) => Some(helpers::get(py)?.extract_stack.call1(py, (depth,))?),
+            None => None,
         };
         Ok(Handle {
             callback: GilCell::new(Some(callback)),
@@ -122,9 +122,10 @@ impl Handle {
         if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
             return Err(err);
         }
+        let debug = slf.get().loop_.get().debug();
         let source = helpers::get(py)?
             .format_callback_source
-            .call1(py, (cb, args))?;
+            .call1(py, (cb, args, debug))?;
         let context = PyDict::new(py);
         context.set_item("message", format!("Exception in callback {source}"))?;
         context.set_item("exception", err.value(py))?;
@@ -167,9 +168,10 @@ impl Handle {
                 Some(a) => a.into_any(),
                 None => py.None(),
             };
+            let debug = h.loop_.get().debug();
             let source = helpers::get(py)?
                 .format_callback_source
-                .call1(py, (cb, args))?;
+                .call1(py, (cb, args, debug))?;
             info.push(source.bind(py).str()?.to_string());
         }
         let tb = h

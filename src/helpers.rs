@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 
 pub struct Helpers {
-    /// `(callback, args) -> str`, as `asyncio.format_helpers._format_callback_source`.
+    /// `(callback, args, debug) -> str`, as `format_helpers._format_callback_source`.
     pub format_callback_source: PyObject,
     /// `() -> list`, the caller's stack as `format_helpers.extract_stack` returns it.
     pub extract_stack: PyObject,

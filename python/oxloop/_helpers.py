@@ -6,19 +6,26 @@ exception-handler log lines) so that logs read the same on oxloop as on asyncio.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import traceback
 from asyncio import coroutines, format_helpers, tasks
 from asyncio.log import logger
 
+# 3.13 shows callback arguments only in debug mode and takes a `debug` keyword for it.
+_SOURCE_PARAMS = inspect.signature(format_helpers._format_callback_source).parameters
+_SOURCE_TAKES_DEBUG = "debug" in _SOURCE_PARAMS
 
-def format_callback_source(callback, args) -> str:
+
+def format_callback_source(callback, args, debug: bool) -> str:
+    if _SOURCE_TAKES_DEBUG:
+        return format_helpers._format_callback_source(callback, args, debug=debug)
     return format_helpers._format_callback_source(callback, args)
 
 
-def extract_stack():
+def extract_stack(limit: int):
     # Frame 0 is this function; frame 1 the Python code that called into the loop.
-    return format_helpers.extract_stack(sys._getframe(1))
+    return format_helpers.extract_stack(sys._getframe(1), limit)
 
 
 def check_callback(callback, method: str) -> None:
