@@ -30,6 +30,10 @@ use crate::timers::TimerHeap;
 /// frames of its own it drops (call_later: one more; add_signal_handler: one fewer).
 const TRACE_DEPTH: u32 = 8;
 
+/// Frames of oxloop's own Python glue between the user and a core method that records
+/// a stack (`Loop.add_signal_handler` calls `_add_signal_handle`).
+const PY_GLUE_FRAMES: u32 = 1;
+
 /// Longest single poll, as the stock loop (24 hours).
 const MAX_POLL_SECONDS: f64 = 24.0 * 3600.0;
 
@@ -790,7 +794,7 @@ impl LoopCore {
         slf.get().check_closed()?;
         let handle = Py::new(
             slf.py(),
-            Self::new_handle(slf, callback, args, None, TRACE_DEPTH + 1)?,
+            Self::new_handle(slf, callback, args, None, TRACE_DEPTH + 1 + PY_GLUE_FRAMES)?,
         )?;
         let old = slf.get().signals.try_mut()?.insert(sig, handle);
         if let Some(old) = old {

@@ -297,7 +297,15 @@ class Loop(SockMethods, LoopCore, asyncio.AbstractEventLoop):
 
     def set_default_executor(self, executor) -> None:
         if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
-            raise TypeError("executor must be ThreadPoolExecutor instance")
+            if _PY311:
+                raise TypeError("executor must be ThreadPoolExecutor instance")
+            # 3.10 still accepts other executors, with a warning.
+            warnings.warn(
+                "Using the default executor that is not an instance of "
+                "ThreadPoolExecutor is deprecated and will be prohibited in Python 3.9",
+                DeprecationWarning,
+                2,
+            )
         self._default_executor = executor
 
     async def shutdown_default_executor(self, timeout=None) -> None:
