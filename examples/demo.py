@@ -125,7 +125,7 @@ def compare(title: str, coro_fn) -> None:
     names = list(factories)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(ROUNDS):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             t0 = time.perf_counter()
             run_on(factories[name], coro_fn)

@@ -38,7 +38,13 @@ ensure_venv() {
 # build_ext X.Y: build the extension in release mode and install it into .venv-X.Y (editable).
 build_ext() {
   local v="$1" venv="$ROOT/.venv-$v"
-  (cd "$ROOT" && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
+  local log="$ROOT/target/build-py$v.log"
+  mkdir -p "$ROOT/target"
+  if ! (cd "$ROOT" && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
     CARGO_TARGET_DIR="$ROOT/target/py$v" \
-    "$venv/bin/maturin" develop --release --quiet >/dev/null)
+    "$venv/bin/maturin" develop --release >"$log" 2>&1); then
+    cat "$log" >&2
+    echo "build for python$v failed" >&2
+    return 1
+  fi
 }
