@@ -26,15 +26,31 @@ PYO3_PYTHON="$ROOT/.venv-$lint_v/bin/python" CARGO_TARGET_DIR="$ROOT/target/py$l
 "$ROOT/.venv-$lint_v/bin/ruff" format --check python tests conformance examples
 
 failed=0
-for v in "${present[@]}"; do
-  echo "== pytest on python$v"
-  "$ROOT/.venv-$v/bin/python" -m pytest tests -q -p no:cacheprovider || failed=1
-done
-
 echo "== CPython test_asyncio conformance (${present[*]})"
 versions_csv=$(IFS=,; echo "${present[*]}")
 "$ROOT/.venv-$lint_v/bin/python" conformance/run.py --python-versions "$versions_csv" \
   --timeout 15 --check-baseline || failed=1
 
+summaries=()
+for v in "${present[@]}"; do
+  echo "== pytest on python$v"
+  out="$ROOT/target/pytest-py$v.txt"
+  set +e
+  "$ROOT/.venv-$v/bin/python" -m pytest tests -q -p no:cacheprovider | tee "$out"
+  rc=${PIPESTATUS[0]}
+  set -e
+  [ "$rc" -eq 0 ] || failed=1
+  summaries+=("$(tail -n 1 "$out")")
+done
 echo "== done in $(( $(date +%s) - start ))s"
+
+# The closing line: every Python version's pytest counts added up.
+printf '%s\n' "${summaries[@]}" | "$ROOT/.venv-$lint_v/bin/python" -c "
+import re, sys
+t = dict(passed=0, failed=0, skipped=0)
+for line in sys.stdin:
+    for n, word in re.findall(r'(\d+) (passed|failed|skipped|errors?)', line):
+        t['failed' if word.startswith('error') else word] += int(n)
+print('pytest: %(passed)d passed, %(failed)d failed, %(skipped)d skipped' % t)
+"
 exit $failed
