@@ -1,6 +1,7 @@
 """Pytest fixtures for the suite: a fresh oxloop (or stock) loop per test, policy restore."""
 
 import asyncio
+import socket
 
 import pytest
 from support import close_loop, make_loop
@@ -30,6 +31,19 @@ def any_loop(request):
         yield lp
     finally:
         close_loop(lp)
+
+
+@pytest.fixture
+def pair():
+    """A connected pair of non-blocking stream sockets, closed after the test."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
 
 
 @pytest.fixture

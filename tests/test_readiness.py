@@ -8,18 +8,6 @@ import pytest
 from support import run
 
 
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
-
-
 def fill_send_buffer(sock):
     """Write to ``sock`` until the kernel buffer is full; return the number of bytes written."""
     total = 0

@@ -66,47 +66,28 @@ class SockMethods:
             remove = self.remove_reader
         fut.add_done_callback(functools.partial(_unwatch, remove, fd, handle))
 
-    async def sock_recv(self, sock, n):
+    async def _try_or_wait(self, sock, writer: bool, method: str, *args):
+        """`sock.<method>(*args)` now, or once the socket is ready if it would block."""
         self._sock_checks(sock)
         try:
-            return sock.recv(n)
+            return getattr(sock, method)(*args)
         except (BlockingIOError, InterruptedError):
             pass
         fut = self.create_future()
-        self._wait_fd(fut, sock.fileno(), False, _retry, fut, sock, "recv", n)
+        self._wait_fd(fut, sock.fileno(), writer, _retry, fut, sock, method, *args)
         return await fut
+
+    async def sock_recv(self, sock, n):
+        return await self._try_or_wait(sock, False, "recv", n)
 
     async def sock_recv_into(self, sock, buf):
-        self._sock_checks(sock)
-        try:
-            return sock.recv_into(buf)
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self.create_future()
-        self._wait_fd(fut, sock.fileno(), False, _retry, fut, sock, "recv_into", buf)
-        return await fut
+        return await self._try_or_wait(sock, False, "recv_into", buf)
 
     async def sock_recvfrom(self, sock, bufsize):
-        self._sock_checks(sock)
-        try:
-            return sock.recvfrom(bufsize)
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self.create_future()
-        self._wait_fd(fut, sock.fileno(), False, _retry, fut, sock, "recvfrom", bufsize)
-        return await fut
+        return await self._try_or_wait(sock, False, "recvfrom", bufsize)
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
-        self._sock_checks(sock)
-        if not nbytes:
-            nbytes = len(buf)
-        try:
-            return sock.recvfrom_into(buf, nbytes)
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self.create_future()
-        self._wait_fd(fut, sock.fileno(), False, _retry, fut, sock, "recvfrom_into", buf, nbytes)
-        return await fut
+        return await self._try_or_wait(sock, False, "recvfrom_into", buf, nbytes or len(buf))
 
     async def sock_sendall(self, sock, data):
         self._sock_checks(sock)
@@ -122,14 +103,7 @@ class SockMethods:
         return await fut
 
     async def sock_sendto(self, sock, data, address):
-        self._sock_checks(sock)
-        try:
-            return sock.sendto(data, address)
-        except (BlockingIOError, InterruptedError):
-            pass
-        fut = self.create_future()
-        self._wait_fd(fut, sock.fileno(), True, _retry, fut, sock, "sendto", data, address)
-        return await fut
+        return await self._try_or_wait(sock, True, "sendto", data, address)
 
     async def sock_connect(self, sock, address):
         self._sock_checks(sock)
