@@ -22,6 +22,9 @@ cargo fmt --all -- --check
 "$ROOT/.venv-$lint_v/bin/python" -m pip install -q --disable-pip-version-check "ruff==0.17.5"
 PYO3_PYTHON="$ROOT/.venv-$lint_v/bin/python" CARGO_TARGET_DIR="$ROOT/target/py$lint_v" \
   cargo clippy --release --all-targets -q -- -D warnings
+echo "== cargo test"
+PYO3_PYTHON="$ROOT/.venv-$lint_v/bin/python" CARGO_TARGET_DIR="$ROOT/target/py$lint_v" \
+  cargo test --release -q
 "$ROOT/.venv-$lint_v/bin/ruff" check python tests conformance examples scripts
 "$ROOT/.venv-$lint_v/bin/ruff" format --check python tests conformance examples
 

@@ -15,16 +15,20 @@ use std::time::Duration;
 use mio::Waker;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
 use crate::errors;
 use crate::handles::{Handle, TimerHandle};
 use crate::helpers;
-use crate::poll::{Poller, READABLE, SIGNAL_TOKEN, WAKE_TOKEN, WRITABLE};
+use crate::poll::{
+    DeadlineTimer, Poller, DEADLINE_TOKEN, READABLE, SIGNAL_TOKEN, WAKE_TOKEN, WRITABLE,
+};
 use crate::signals::SignalTable;
+use crate::stats::Stats;
 use crate::timers::TimerHeap;
+use crate::watchdog::Watchdog;
 
 /// Caller frames a debug-mode handle records: the stock loop's limit (10) less the two
 /// frames of its own it drops (call_later: one more; add_signal_handler: one fewer).
@@ -113,6 +117,10 @@ pub struct LoopCore {
     slow_callback_duration: GilCell<f64>,
     current_handle: GilCell<Option<Py<Handle>>>,
     clock_resolution: f64,
+    deadline: GilCell<Option<DeadlineTimer>>,
+    stats: GilCell<Stats>,
+    watchdog: GilCell<Option<Watchdog>>,
+    watching: AtomicBool,
 }
 
 impl LoopCore {
@@ -181,10 +189,11 @@ impl LoopCore {
             slf.py(),
             Self::new_handle(slf, callback, args, context, TRACE_DEPTH)?,
         )?;
-        slf.get()
-            .ready
-            .try_mut()?
-            .push_back(handle.clone_ref(slf.py()));
+        let this = slf.get();
+        if this.stats.try_mut()?.sample_now() {
+            handle.get().set_queued_at(monotonic());
+        }
+        this.ready.try_mut()?.push_back(handle.clone_ref(slf.py()));
         Ok(handle)
     }
 
@@ -203,13 +212,17 @@ impl LoopCore {
         Ok(timer)
     }
 
-    /// Poll for I/O and queue the callbacks of the fds that are ready.
-    fn poll_io(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<()> {
+    /// Poll for I/O and queue the callbacks of the fds that are ready. Returns the time
+    /// the poll returned.
+    fn poll_io(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<f64> {
         self.rearm_fired()?;
         let nonblocking = timeout == Some(Duration::ZERO);
         let watched = !self.fds.try_ref()?.is_empty() || !self.signals.try_ref()?.is_empty();
+        let start = monotonic();
         if nonblocking && !watched {
-            return Ok(()); // nothing could be ready: skip the syscall
+            // Nothing could be ready: skip the syscall.
+            self.stats.try_mut()?.polled(start, start);
+            return Ok(start);
         }
         let result = if nonblocking {
             self.poller.wait(timeout)
@@ -218,16 +231,18 @@ impl LoopCore {
             let poller = &self.poller;
             py.allow_threads(|| poller.wait(timeout))
         };
+        let end = monotonic();
+        self.stats.try_mut()?.polled(start, end);
         let completed = result?;
-        self.dispatch_fired(py)?;
+        self.dispatch_fired(py, end)?;
         if !nonblocking || !completed {
             // Run Python-level signal handlers now (KeyboardInterrupt surfaces here).
             py.check_signals()?;
         }
-        Ok(())
+        Ok(end)
     }
 
-    fn dispatch_fired(&self, py: Python<'_>) -> PyResult<()> {
+    fn dispatch_fired(&self, py: Python<'_>, now: f64) -> PyResult<()> {
         let guard = self.poller.lock().map_err(|_| errors::wrong_thread())?;
         let Some(st) = guard.as_ref() else {
             return Ok(());
@@ -238,12 +253,27 @@ impl LoopCore {
         let mut ready = self.ready.try_mut()?;
         let mut fds = self.fds.try_mut()?;
         let mut rearm = self.rearm.try_mut()?;
+        let mut stats = self.stats.try_mut()?;
+        let mut queue = |h: &Py<Handle>| {
+            if stats.sample_now() {
+                h.get().set_queued_at(now);
+            }
+            ready.push_back(h.clone_ref(py));
+        };
         for &(token, mask) in &st.fired {
             if token == WAKE_TOKEN {
                 continue;
             }
+            if token == DEADLINE_TOKEN {
+                if let Some(d) = self.deadline.try_mut()?.as_mut() {
+                    d.fired();
+                }
+                continue;
+            }
             if token == SIGNAL_TOKEN {
-                ready.extend(self.signals.try_ref()?.take_pending(py));
+                for h in self.signals.try_ref()?.take_pending(py) {
+                    queue(&h);
+                }
                 continue;
             }
             let fd = token.0 as RawFd;
@@ -255,7 +285,7 @@ impl LoopCore {
                     if r.get().is_cancelled() {
                         entry.reader = None;
                     } else {
-                        ready.push_back(r.clone_ref(py));
+                        queue(r);
                     }
                 }
             }
@@ -264,7 +294,7 @@ impl LoopCore {
                     if w.get().is_cancelled() {
                         entry.writer = None;
                     } else {
-                        ready.push_back(w.clone_ref(py));
+                        queue(w);
                     }
                 }
             }
@@ -311,21 +341,51 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         let ntodo = this.ready.try_ref()?.len();
-        for _ in 0..ntodo {
-            let Some(handle) = this.ready.try_mut()?.pop_front() else {
-                break;
-            };
-            let handle = handle.into_bound(py);
-            if handle.get().is_cancelled() {
-                continue;
+        let mut ran = 0u64;
+        let result = (|| {
+            for _ in 0..ntodo {
+                let Some(handle) = this.ready.try_mut()?.pop_front() else {
+                    break;
+                };
+                let handle = handle.into_bound(py);
+                if handle.get().is_cancelled() {
+                    continue;
+                }
+                ran += 1;
+                let queued_at = handle.get().take_queued_at();
+                if queued_at > 0.0 {
+                    let delay = monotonic() - queued_at;
+                    this.stats.try_mut()?.ready_delay.record(delay);
+                }
+                if this.watching.load(Ordering::Relaxed) {
+                    Self::run_watched(this, &handle)?;
+                } else if this.debug() {
+                    Self::run_debug(this, &handle)?;
+                } else {
+                    Handle::run(&handle)?;
+                }
             }
-            if this.debug() {
-                Self::run_debug(this, &handle)?;
-            } else {
-                Handle::run(&handle)?;
-            }
+            Ok(())
+        })();
+        this.stats.try_mut()?.callbacks += ran;
+        result
+    }
+
+    /// Run one callback with the stall watchdog looking on.
+    fn run_watched(this: &LoopCore, handle: &Bound<'_, Handle>) -> PyResult<()> {
+        let tid = this.thread_id.load(Ordering::Relaxed);
+        if let Some(w) = this.watchdog.try_ref()?.as_ref() {
+            w.begin(handle, tid);
         }
-        Ok(())
+        let result = if this.debug() {
+            Self::run_debug(this, handle)
+        } else {
+            Handle::run(handle)
+        };
+        if let Some(w) = this.watchdog.try_ref()?.as_ref() {
+            w.end(handle.py())?;
+        }
+        result
     }
 
     fn run_debug(this: &LoopCore, handle: &Bound<'_, Handle>) -> PyResult<()> {
@@ -345,22 +405,35 @@ impl LoopCore {
         Ok(())
     }
 
+    /// How long the poll may block: zero with work ready, else until the next timer
+    /// (which the deadline timer is armed for, for a precise wake-up), else forever.
     fn poll_timeout(&self) -> PyResult<Option<Duration>> {
         if !self.ready.try_ref()?.is_empty() || self.stopping.load(Ordering::Relaxed) {
             return Ok(Some(Duration::ZERO));
         }
-        Ok(self.timers.try_ref()?.next_when().map(|when| {
-            let secs = (when - monotonic()).clamp(0.0, MAX_POLL_SECONDS);
-            Duration::from_secs_f64(secs)
-        }))
+        let Some(when) = self.timers.try_ref()?.next_when() else {
+            return Ok(None);
+        };
+        let secs = (when - monotonic()).clamp(0.0, MAX_POLL_SECONDS);
+        if secs > 0.0 {
+            if let Some(d) = self.deadline.try_mut()?.as_mut() {
+                d.arm(when);
+            }
+        }
+        Ok(Some(Duration::from_secs_f64(secs)))
     }
 
-    fn queue_due_timers(&self, py: Python<'_>) -> PyResult<()> {
-        let end_time = monotonic() + self.clock_resolution;
+    fn queue_due_timers(&self, py: Python<'_>, now: f64) -> PyResult<()> {
+        let end_time = now + self.clock_resolution;
         let mut timers = self.timers.try_mut()?;
         let mut ready = self.ready.try_mut()?;
+        let mut stats = self.stats.try_mut()?;
         while let Some(timer) = timers.pop_due(end_time) {
-            ready.push_back(timer.into_bound(py).into_super().unbind());
+            let handle = timer.into_bound(py).into_super().unbind();
+            if stats.sample_now() {
+                handle.get().set_queued_at(now);
+            }
+            ready.push_back(handle);
         }
         Ok(())
     }
@@ -372,8 +445,8 @@ impl LoopCore {
         this.timers.try_mut()?.prune(py, &mut garbage);
         drop(garbage);
         let timeout = this.poll_timeout()?;
-        this.poll_io(py, timeout)?;
-        this.queue_due_timers(py)?;
+        let now = this.poll_io(py, timeout)?;
+        this.queue_due_timers(py, now)?;
         Self::run_ready(slf)
     }
 
@@ -484,6 +557,14 @@ impl LoopCore {
         _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
     ) -> PyResult<Self> {
         let (poller, waker) = Poller::new()?;
+        let deadline = DeadlineTimer::new();
+        if let Some(d) = &deadline {
+            if let Ok(guard) = poller.lock() {
+                if let Some(st) = guard.as_ref() {
+                    st.register_deadline_fd(d.fd())?;
+                }
+            }
+        }
         let mut res = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
@@ -504,6 +585,10 @@ impl LoopCore {
             slow_callback_duration: GilCell::new(0.1),
             current_handle: GilCell::new(None),
             clock_resolution: res.tv_sec as f64 + res.tv_nsec as f64 * 1e-9,
+            deadline: GilCell::new(deadline),
+            stats: GilCell::new(Stats::new()),
+            watchdog: GilCell::new(None),
+            watching: AtomicBool::new(false),
         })
     }
 
@@ -681,18 +766,24 @@ impl LoopCore {
         };
         this.stopping.store(false, Ordering::Relaxed);
         this.thread_id.store(0, Ordering::Relaxed);
+        this.stats.try_mut()?.paused(monotonic());
         result
     }
 
     /// Release everything the loop holds: queued callbacks, timers, watched fds, the
     /// epoll and wakeup fds. Idempotent.
-    fn _close_core(&self) -> PyResult<()> {
+    fn _close_core(&self, py: Python<'_>) -> PyResult<()> {
         if self.is_running() {
             return Err(errors::close_running());
         }
         if self.closed.swap(true, Ordering::Relaxed) {
             return Ok(());
         }
+        self.watching.store(false, Ordering::Relaxed);
+        if let Some(w) = self.watchdog.try_mut()?.take() {
+            w.stop(py);
+        }
+        let deadline = self.deadline.try_mut()?.take();
         let mut timers = Vec::new();
         self.timers.try_mut()?.clear(&mut timers);
         let ready: Vec<_> = self.ready.try_mut()?.drain(..).collect();
@@ -700,7 +791,67 @@ impl LoopCore {
         let signals = self.signals.try_mut()?.drain();
         let waker = self.waker.try_mut()?.take();
         self.poller.close();
-        drop((timers, ready, fds, signals, waker));
+        drop((timers, ready, fds, signals, waker, deadline));
+        Ok(())
+    }
+
+    /// Counters and gauges since the loop was created (see the README).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        {
+            let st = self.stats.try_ref()?;
+            d.set_item("iterations", st.iterations)?;
+            d.set_item("callbacks", st.callbacks)?;
+            d.set_item("busy_time", st.busy)?;
+            d.set_item("poll_time", st.polled)?;
+            let total = st.busy + st.polled;
+            d.set_item(
+                "busy_ratio",
+                if total > 0.0 { st.busy / total } else { 0.0 },
+            )?;
+            d.set_item("ready_delay_p50", st.ready_delay.quantile(0.5))?;
+            d.set_item("ready_delay_p99", st.ready_delay.quantile(0.99))?;
+        }
+        d.set_item("timers_pending", self.timers.try_ref()?.len())?;
+        d.set_item("fds_watched", self.fds.try_ref()?.len())?;
+        // Transports (and their byte counts) arrive with the transports work.
+        d.set_item("open_transports", 0)?;
+        d.set_item("bytes_read", 0)?;
+        d.set_item("bytes_written", 0)?;
+        Ok(d)
+    }
+
+    /// Report callbacks that hold the loop longer than `threshold` seconds (None or 0:
+    /// off). `callback(report)` receives each report instead of the `oxloop` logger.
+    #[pyo3(signature = (threshold, callback=None))]
+    fn set_stall_watchdog(
+        &self,
+        py: Python<'_>,
+        threshold: Option<f64>,
+        callback: Option<PyObject>,
+    ) -> PyResult<()> {
+        self.check_closed()?;
+        let threshold = threshold.unwrap_or(0.0);
+        if threshold.is_nan() || threshold < 0.0 {
+            return Err(PyValueError::new_err(format!(
+                "threshold must be a non-negative number of seconds, got {threshold}"
+            )));
+        }
+        let callback = callback.filter(|c| !c.is_none(py));
+        if let Some(c) = &callback {
+            if !c.bind(py).is_callable() {
+                return Err(PyTypeError::new_err("callback must be callable or None"));
+            }
+        }
+        self.watching.store(false, Ordering::Relaxed);
+        let old = self.watchdog.try_mut()?.take();
+        if let Some(old) = old {
+            old.stop(py);
+        }
+        if threshold > 0.0 {
+            *self.watchdog.try_mut()? = Some(Watchdog::start(threshold, callback)?);
+            self.watching.store(true, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 //! `when`, the stock repr, and `_run`, which calls the callback inside its context and
 //! hands any exception but `SystemExit`/`KeyboardInterrupt` to the loop's exception handler.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
@@ -26,6 +26,9 @@ pub struct Handle {
     cancelled: AtomicBool,
     repr: GilCell<Option<String>>,
     source_traceback: GilCell<Option<PyObject>>,
+    /// When it was queued to run (f64 bits), for the sampled ready-queue delay; 0: not
+    /// sampled.
+    queued_at: AtomicU64,
 }
 
 impl Handle {
@@ -57,6 +60,7 @@ impl Handle {
             cancelled: AtomicBool::new(false),
             repr: GilCell::new(None),
             source_traceback: GilCell::new(source_traceback),
+            queued_at: AtomicU64::new(0),
         })
     }
 
@@ -65,8 +69,21 @@ impl Handle {
         self.cancelled.load(Ordering::Relaxed)
     }
 
-    pub fn loop_core(&self) -> &Py<LoopCore> {
-        &self.loop_
+    #[inline]
+    pub fn set_queued_at(&self, now: f64) {
+        self.queued_at.store(now.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The sampled queue time, cleared (reader handles are queued again and again).
+    #[inline]
+    pub fn take_queued_at(&self) -> f64 {
+        match self.queued_at.load(Ordering::Relaxed) {
+            0 => 0.0,
+            bits => {
+                self.queued_at.store(0, Ordering::Relaxed);
+                f64::from_bits(bits)
+            }
+        }
     }
 
     /// Mark cancelled and drop the callback and its arguments (as stock does).

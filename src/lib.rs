@@ -7,7 +7,9 @@ mod handles;
 mod helpers;
 mod poll;
 mod signals;
+mod stats;
 mod timers;
+mod watchdog;
 
 use pyo3::prelude::*;
 

@@ -1,5 +1,9 @@
 //! Readiness polling: the one seam to the OS (epoll through `mio`), plus the cross-thread
-//! waker.
+//! waker and the deadline timer.
+//!
+//! epoll's own timeout has millisecond granularity (and the kernel's timer slack on top),
+//! so the loop also arms a `timerfd` at the next timer's deadline before it blocks: the
+//! poll then wakes within microseconds of the deadline without spinning.
 //!
 //! mio registers every source edge-triggered. asyncio's `add_reader`/`add_writer` are
 //! level-triggered (a reader that leaves data unread is called again), so a user fd that
@@ -17,6 +21,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 pub const WAKE_TOKEN: Token = Token(usize::MAX);
 pub const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+pub const DEADLINE_TOKEN: Token = Token(usize::MAX - 2);
 
 pub const READABLE: u8 = 1;
 pub const WRITABLE: u8 = 2;
@@ -30,6 +35,76 @@ pub struct PollState {
 
 pub struct Poller {
     state: Mutex<Option<PollState>>,
+}
+
+/// A `timerfd` on CLOCK_MONOTONIC that wakes the poll at a precise loop time.
+pub struct DeadlineTimer {
+    fd: RawFd,
+    /// The deadline it is armed for (loop time), or NaN when disarmed or fired.
+    armed: f64,
+}
+
+impl DeadlineTimer {
+    /// None where timerfd is unavailable: the loop falls back to epoll's timeout.
+    pub fn new() -> Option<DeadlineTimer> {
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        (fd >= 0).then_some(DeadlineTimer {
+            fd,
+            armed: f64::NAN,
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Arm for loop time `when` unless already armed for exactly that.
+    pub fn arm(&mut self, when: f64) {
+        if self.armed == when {
+            return;
+        }
+        let secs = when.floor();
+        // Round up: waking a nanosecond early would only cost another round trip.
+        let nanos = (((when - secs) * 1e9).ceil() as i64).min(999_999_999);
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: secs.max(0.0) as libc::time_t,
+                // A zero it_value would disarm: an already-due deadline becomes 1 ns.
+                tv_nsec: if secs <= 0.0 && nanos <= 0 { 1 } else { nanos },
+            },
+        };
+        let rc = unsafe {
+            libc::timerfd_settime(
+                self.fd,
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
+        self.armed = if rc == 0 { when } else { f64::NAN };
+    }
+
+    /// Consume an expiry (the fd is edge-registered; reading keeps its state clean).
+    pub fn fired(&mut self) {
+        let mut expirations = 0u64;
+        unsafe { libc::read(self.fd, (&mut expirations as *mut u64).cast(), 8) };
+        self.armed = f64::NAN;
+    }
+}
+
+impl Drop for DeadlineTimer {
+    fn drop(&mut self) {
+        unsafe { libc::close(self.fd) };
+    }
 }
 
 /// Returned when another thread already holds the poller (the loop is polling).
@@ -78,6 +153,12 @@ impl PollState {
         self.poll
             .registry()
             .register(&mut SourceFd(&fd), SIGNAL_TOKEN, Interest::READABLE)
+    }
+
+    pub fn register_deadline_fd(&self, fd: RawFd) -> io::Result<()> {
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), DEADLINE_TOKEN, Interest::READABLE)
     }
 
     pub fn deregister_fd(&self, fd: RawFd) {

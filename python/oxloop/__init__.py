@@ -12,8 +12,9 @@ import sys
 from asyncio import coroutines, events, unix_events
 
 from ._loop import Loop
+from ._watchdog import StallReport
 
-__all__ = ["Loop", "EventLoopPolicy", "new_event_loop", "install", "run"]
+__all__ = ["EventLoopPolicy", "Loop", "StallReport", "install", "new_event_loop", "run"]
 __version__ = "0.1.0"
 
 
@@ -37,26 +38,37 @@ def install() -> None:
     asyncio.set_event_loop_policy(EventLoopPolicy())
 
 
-def run(main, *, debug=None):
-    """Run coroutine `main` on a new oxloop loop, as `asyncio.run` does, and close it."""
+def run(main, *, debug=None, stall_threshold=None):
+    """Run coroutine `main` on a new oxloop loop, as `asyncio.run` does, and close it.
+
+    `stall_threshold` (seconds) turns on the stall watchdog for that loop.
+    """
+    factory = new_event_loop
+    if stall_threshold:
+
+        def factory():
+            loop = new_event_loop()
+            loop.set_stall_watchdog(stall_threshold)
+            return loop
+
     if sys.version_info >= (3, 12):
-        return asyncio.run(main, debug=debug, loop_factory=new_event_loop)
+        return asyncio.run(main, debug=debug, loop_factory=factory)
     if sys.version_info >= (3, 11):
         # asyncio.run checks this before making a loop; Runner alone would not.
         if events._get_running_loop() is not None:
             raise RuntimeError("asyncio.run() cannot be called from a running event loop")
-        with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+        with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
             return runner.run(main)
-    return _run_310(main, debug)
+    return _run_310(main, debug, factory)
 
 
-def _run_310(main, debug):
+def _run_310(main, debug, factory):
     # Python 3.10 has no asyncio.Runner: the same steps as its asyncio.run.
     if events._get_running_loop() is not None:
         raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     if not coroutines.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
-    loop = new_event_loop()
+    loop = factory()
     try:
         events.set_event_loop(loop)
         if debug is not None:

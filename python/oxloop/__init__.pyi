@@ -5,6 +5,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from ._oxloop import LoopCore
+from ._watchdog import StallReport as StallReport
 
 _T = TypeVar("_T")
 
@@ -18,4 +19,9 @@ class EventLoopPolicy(asyncio.unix_events.DefaultEventLoopPolicy):
 
 def new_event_loop() -> Loop: ...
 def install() -> None: ...
-def run(main: Coroutine[Any, Any, _T], *, debug: bool | None = None) -> _T: ...
+def run(
+    main: Coroutine[Any, Any, _T],
+    *,
+    debug: bool | None = None,
+    stall_threshold: float | None = None,
+) -> _T: ...

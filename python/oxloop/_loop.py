@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import os
 import signal
 import socket
 import sys
@@ -76,6 +77,15 @@ class Loop(SockMethods, LoopCore, asyncio.AbstractEventLoop):
         self._signal_socks = None  # (read end, write end) once a signal handler exists
         self._signals = set()
         self.set_debug(coroutines._is_debug_mode())
+        stall_ms = os.environ.get("OXLOOP_STALL_MS", "").strip()
+        if stall_ms:
+            try:
+                threshold = int(stall_ms) / 1000
+            except ValueError:
+                raise ValueError(
+                    f"OXLOOP_STALL_MS must be a whole number of milliseconds, got {stall_ms!r}"
+                ) from None
+            self.set_stall_watchdog(threshold)
 
     def __repr__(self) -> str:
         return (
