@@ -383,7 +383,10 @@ impl LoopCore {
             Handle::run(handle)
         };
         if let Some(w) = this.watchdog.try_ref()?.as_ref() {
-            w.end(handle.py())?;
+            // A failing report must not stop the loop.
+            if let Err(err) = w.end(handle.py()) {
+                err.write_unraisable(handle.py(), None);
+            }
         }
         result
     }
