@@ -1003,6 +1003,11 @@ impl LoopCore {
                 visit.call(h)?;
             }
         }
+        if let Some(w) = self.watchdog.peek() {
+            if let Some(w) = w.as_ref() {
+                w.traverse(&visit)?;
+            }
+        }
         Ok(())
     }
 
@@ -1023,6 +1028,12 @@ impl LoopCore {
             Ok(mut s) => s.drain(),
             Err(_) => Vec::new(),
         };
+        if let Ok(w) = self.watchdog.try_ref() {
+            if let Some(w) = w.as_ref() {
+                self.watching.store(false, Ordering::Relaxed);
+                w.clear();
+            }
+        }
         drop((ready, timers, fds, signals));
     }
 }

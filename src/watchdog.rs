@@ -2,20 +2,43 @@
 //! the loop for longer than a threshold, and reports it while it is still happening.
 //!
 //! The loop thread marks each callback's start (`begin`) and end (`end`) in shared
-//! atomics. The watchdog thread wakes a few times per threshold; on a stall it takes the
-//! GIL (which a running callback hands over at the interpreter's switch interval), reads
-//! the loop thread's Python stack and reports through `oxloop._watchdog`. The loop thread
-//! reports the final duration when the stalled callback returns.
+//! atomics. The watchdog thread wakes a few times per threshold; on a stall it claims it,
+//! takes the GIL (a Python callback hands it over at the interpreter's switch interval),
+//! reads the loop thread's Python stack and reports through `oxloop._watchdog`. Each
+//! stall gets exactly two reports: ongoing, then finished with the final duration. The
+//! `stall` state machine below settles who sends the finished one when the callback ends
+//! while the ongoing report is still being built (or, for C code that holds the GIL,
+//! before the watchdog could get the GIL at all: that report has no stack).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::monotonic;
 use crate::handles::Handle;
+
+enum Stall {
+    Idle,
+    /// The watchdog claimed the stall of callback `seq` and is building its report.
+    Building {
+        seq: u64,
+    },
+    /// The ongoing report went out; the finished one goes when the callback returns.
+    Reported {
+        seq: u64,
+        report: PyObject,
+    },
+    /// The callback returned while its ongoing report was still being built.
+    Ended {
+        seq: u64,
+        duration: f64,
+        handle: Option<Py<Handle>>,
+    },
+}
 
 struct Shared {
     threshold: f64,
@@ -23,13 +46,10 @@ struct Shared {
     seq: AtomicU64,
     /// Start time of the running callback (f64 bits), 0 when none runs.
     started: AtomicU64,
-    /// The `seq` whose stall has been reported as ongoing.
-    reported: AtomicU64,
     thread_ident: AtomicU64,
     current: Mutex<Option<Py<Handle>>>,
-    /// The ongoing report object, handed back when the stall ends.
-    report: Mutex<Option<PyObject>>,
-    callback: Option<PyObject>,
+    stall: Mutex<Stall>,
+    callback: Mutex<Option<PyObject>>,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -39,8 +59,27 @@ pub struct Watchdog {
     thread: Option<JoinHandle<()>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn report_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    py.import("oxloop._watchdog")
+}
+
+impl Shared {
+    fn callback(&self, py: Python<'_>) -> Option<PyObject> {
+        lock(&self.callback).as_ref().map(|c| c.clone_ref(py))
+    }
+
+    fn finish(&self, py: Python<'_>, report: PyObject, duration: f64) -> PyResult<()> {
+        report_module(py)?.getattr("stall_finished")?.call1((
+            report,
+            duration,
+            self.callback(py),
+        ))?;
+        Ok(())
+    }
 }
 
 impl Watchdog {
@@ -49,11 +88,10 @@ impl Watchdog {
             threshold,
             seq: AtomicU64::new(0),
             started: AtomicU64::new(0),
-            reported: AtomicU64::new(0),
             thread_ident: AtomicU64::new(0),
             current: Mutex::new(None),
-            report: Mutex::new(None),
-            callback,
+            stall: Mutex::new(Stall::Idle),
+            callback: Mutex::new(callback),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
@@ -79,80 +117,153 @@ impl Watchdog {
         drop(previous);
     }
 
-    /// The callback returned: report the final duration if it was reported as a stall.
+    /// The callback returned: send the finished report if its stall was reported.
     pub fn end(&self, py: Python<'_>) -> PyResult<()> {
         let s = &self.shared;
         let started = f64::from_bits(s.started.swap(0, Ordering::AcqRel));
-        let handle = lock(&s.current).take();
-        drop(handle);
-        if s.reported.load(Ordering::Acquire) != s.seq.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let Some(report) = lock(&s.report).take() else {
-            return Ok(());
-        };
         let duration = monotonic() - started;
-        let callback = s.callback.as_ref().map(|c| c.clone_ref(py));
-        py.import("oxloop._watchdog")?
-            .getattr("stall_finished")?
-            .call1((report, duration, callback))?;
-        Ok(())
+        let seq = s.seq.load(Ordering::Acquire);
+        let handle = lock(&s.current).take();
+        let reported = {
+            let mut stall = lock(&s.stall);
+            match std::mem::replace(&mut *stall, Stall::Idle) {
+                Stall::Building { seq: claimed } if claimed == seq => {
+                    // The watchdog is still writing the ongoing report: it sends both.
+                    *stall = Stall::Ended {
+                        seq,
+                        duration,
+                        handle,
+                    };
+                    return Ok(());
+                }
+                Stall::Reported {
+                    seq: claimed,
+                    report,
+                } if claimed == seq => Some(report),
+                other => {
+                    *stall = other;
+                    None
+                }
+            }
+        };
+        drop(handle);
+        match reported {
+            Some(report) => s.finish(py, report, duration),
+            None => Ok(()),
+        }
     }
 
-    /// Stop and join the thread; called with the GIL, released while joining.
+    /// Stop the thread and wait for it, with the GIL released. From the watchdog's own
+    /// thread (its callback turned it off) the thread is told to stop, not joined.
     pub fn stop(mut self, py: Python<'_>) {
         *lock(&self.shared.stop) = true;
         self.shared.wake.notify_all();
         if let Some(thread) = self.thread.take() {
-            py.allow_threads(move || {
-                let _ = thread.join();
-            });
+            let own: ThreadId = std::thread::current().id();
+            if thread.thread().id() != own {
+                py.allow_threads(move || {
+                    let _ = thread.join();
+                });
+            }
         }
+    }
+
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(cb) = self.shared.callback.try_lock() {
+            if let Some(cb) = cb.as_ref() {
+                visit.call(cb)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop the user's callback (the GC breaking a cycle through it) and stop the thread.
+    pub fn clear(&self) {
+        let cb = lock(&self.shared.callback).take();
+        *lock(&self.shared.stop) = true;
+        self.shared.wake.notify_all();
+        drop(cb);
     }
 }
 
+/// Wait one tick; false once told to stop.
+fn sleep_tick(s: &Shared, tick: Duration) -> bool {
+    let stopped = lock(&s.stop);
+    let (stopped, _) = s
+        .wake
+        .wait_timeout(stopped, tick)
+        .unwrap_or_else(|p| p.into_inner());
+    !*stopped
+}
+
 fn watch(s: Arc<Shared>, tick: Duration) {
-    loop {
-        {
-            let stopped = lock(&s.stop);
-            let (stopped, _) = s
-                .wake
-                .wait_timeout(stopped, tick)
-                .unwrap_or_else(|p| p.into_inner());
-            if *stopped {
-                return;
-            }
-        }
+    let mut claimed_seq = 0;
+    while sleep_tick(&s, tick) {
         let started = f64::from_bits(s.started.load(Ordering::Acquire));
         let seq = s.seq.load(Ordering::Acquire);
-        if started == 0.0 || s.reported.load(Ordering::Acquire) == seq {
+        if started == 0.0 || claimed_seq == seq || monotonic() - started < s.threshold {
             continue;
         }
-        if monotonic() - started < s.threshold {
-            continue;
+        {
+            let mut stall = lock(&s.stall);
+            if !matches!(*stall, Stall::Idle) || s.seq.load(Ordering::Acquire) != seq {
+                continue;
+            }
+            *stall = Stall::Building { seq };
         }
+        claimed_seq = seq;
+        // Blocks while C code holds the GIL; the callback may end meanwhile (`Ended`).
         Python::with_gil(|py| {
-            // The loop thread cannot move on while we hold the GIL: check it is the same
-            // callback, still running.
-            if *lock(&s.stop)
-                || s.seq.load(Ordering::Acquire) != seq
-                || s.started.load(Ordering::Acquire) == 0
-            {
-                return;
+            if let Err(err) = report(py, &s, seq, started) {
+                err.write_unraisable(py, None);
             }
-            let handle = lock(&s.current).as_ref().map(|h| h.clone_ref(py));
-            let duration = monotonic() - started;
-            let ident = s.thread_ident.load(Ordering::Relaxed);
-            let callback = s.callback.as_ref().map(|c| c.clone_ref(py));
-            let report = py.import("oxloop._watchdog").and_then(|m| {
-                m.getattr("stall_started")?
-                    .call1((handle, duration, ident, callback))
-            });
-            match report {
-                Ok(report) => *lock(&s.report) = Some(report.unbind()),
-                Err(err) => err.write_unraisable(py, None),
-            }
-            s.reported.store(seq, Ordering::Release);
         });
     }
+}
+
+/// Send the ongoing report for callback `seq` (and the finished one if it has ended).
+fn report(py: Python<'_>, s: &Shared, seq: u64, started: f64) -> PyResult<()> {
+    let ident = s.thread_ident.load(Ordering::Relaxed);
+    let ended = {
+        let mut stall = lock(&s.stall);
+        match std::mem::replace(&mut *stall, Stall::Idle) {
+            Stall::Ended {
+                seq: claimed,
+                duration,
+                handle,
+            } if claimed == seq => Some((duration, handle)),
+            other => {
+                *stall = other;
+                None
+            }
+        }
+    };
+    let module = report_module(py)?;
+    let callback = s.callback(py);
+    let Some((final_duration, handle)) = ended else {
+        // Still running: the loop thread's stack shows where it is stuck.
+        let handle = lock(&s.current).as_ref().map(|h| h.clone_ref(py));
+        let duration = monotonic() - started;
+        let report = module
+            .getattr("stall_started")?
+            .call1((handle, duration, ident, callback, true))?
+            .unbind();
+        let mut stall = lock(&s.stall);
+        match std::mem::replace(&mut *stall, Stall::Idle) {
+            Stall::Ended { duration, .. } => {
+                // It returned while the report was going out.
+                drop(stall);
+                return s.finish(py, report, duration);
+            }
+            _ => *stall = Stall::Reported { seq, report },
+        }
+        return Ok(());
+    };
+    // It returned before we could take the GIL (C code holding it): no stack to show.
+    let noticed = s.threshold.min(final_duration);
+    let report = module
+        .getattr("stall_started")?
+        .call1((handle, noticed, ident, callback, false))?
+        .unbind();
+    s.finish(py, report, final_duration)
 }

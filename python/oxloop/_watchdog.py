@@ -53,9 +53,16 @@ def _deliver(report: StallReport, callback) -> None:
         logger.exception("oxloop: the stall watchdog callback failed")
 
 
-def stall_started(handle, duration: float, thread_id: int, callback) -> StallReport:
-    frame = sys._current_frames().get(thread_id)
-    stack = "".join(traceback.format_stack(frame)).rstrip() if frame else "<no Python frame>"
+def stall_started(handle, duration: float, thread_id: int, callback, running: bool) -> StallReport:
+    """The ongoing report. `running` is False when the callback held the GIL until it
+    returned (C code), so its stack could not be read while it was stuck."""
+    frame = sys._current_frames().get(thread_id) if running else None
+    if frame is not None:
+        stack = "".join(traceback.format_stack(frame)).rstrip()
+    elif running:
+        stack = "<no Python frame>"
+    else:
+        stack = "<not captured: the callback held the GIL until it returned>"
     task = _task_of(handle)
     report = StallReport(
         duration=duration,
