@@ -93,10 +93,9 @@ impl DeadlineTimer {
         self.armed = if rc == 0 { when } else { f64::NAN };
     }
 
-    /// Consume an expiry (the fd is edge-registered; reading keeps its state clean).
+    /// It expired. No read needed: the fd is edge-registered, and re-arming
+    /// (`timerfd_settime`) resets its expiry count, so the next expiry is a new edge.
     pub fn fired(&mut self) {
-        let mut expirations = 0u64;
-        unsafe { libc::read(self.fd, (&mut expirations as *mut u64).cast(), 8) };
         self.armed = f64::NAN;
     }
 }

@@ -206,7 +206,12 @@ fn watch(s: Arc<Shared>, tick: Duration) {
         }
         {
             let mut stall = lock(&s.stall);
-            if !matches!(*stall, Stall::Idle) || s.seq.load(Ordering::Acquire) != seq {
+            // Claim only a callback still running: `end` zeroes `started` before it takes
+            // this lock, so a claim never lands after its callback's end.
+            if !matches!(*stall, Stall::Idle)
+                || s.seq.load(Ordering::Acquire) != seq
+                || s.started.load(Ordering::Acquire) == 0
+            {
                 continue;
             }
             *stall = Stall::Building { seq };
