@@ -312,10 +312,6 @@ impl LoopCore {
         if pending.is_empty() {
             return Ok(());
         }
-        let guard = self.poller.lock().map_err(|_| errors::wrong_thread())?;
-        let Some(st) = guard.as_ref() else {
-            return Ok(());
-        };
         let mut fds = self.fds.try_mut()?;
         for fd in pending.iter().copied() {
             let Some(entry) = fds.get_mut(&fd) else {
@@ -324,8 +320,13 @@ impl LoopCore {
             entry.fired = false;
             let mask = entry.mask();
             // A closed fd fails here; the kernel has already forgotten it, as have we.
-            if mask == 0 || st.set_interest(fd, mask, entry.registered).is_err() {
-                let _ = st.set_interest(fd, 0, true);
+            if mask == 0
+                || self
+                    .poller
+                    .set_interest(fd, mask, entry.registered)
+                    .is_err()
+            {
+                let _ = self.poller.set_interest(fd, 0, true);
                 fds.remove(&fd);
             }
         }
@@ -468,10 +469,6 @@ impl LoopCore {
             Self::new_handle(slf, callback, args, None, TRACE_DEPTH)?,
         )?;
         let result = handle.clone_ref(slf.py());
-        let guard = this.poller.lock().map_err(|_| errors::wrong_thread())?;
-        let Some(st) = guard.as_ref() else {
-            return Err(errors::loop_closed());
-        };
         let old = {
             let mut fds = this.fds.try_mut()?;
             let entry = fds.entry(fd).or_default();
@@ -481,7 +478,7 @@ impl LoopCore {
                 &mut entry.reader
             };
             let old = slot.replace(handle);
-            if let Err(e) = st.set_interest(fd, entry.mask(), entry.registered) {
+            if let Err(e) = this.poller.set_interest(fd, entry.mask(), entry.registered) {
                 // Undo: the fd cannot be watched (e.g. a regular file: EPERM).
                 let slot = if writer {
                     &mut entry.writer
@@ -494,14 +491,12 @@ impl LoopCore {
                     fds.remove(&fd);
                 }
                 drop(fds);
-                drop(guard);
                 drop(new);
                 return Err(e.into());
             }
             entry.registered = true;
             old
         };
-        drop(guard);
         if let Some(old) = old {
             Handle::cancel_base(old.bind(slf.py()))?;
         }
@@ -518,7 +513,6 @@ impl LoopCore {
             return Ok(false);
         }
         let fd = fileobj_to_fd(fileobj)?;
-        let guard = this.poller.lock().map_err(|_| errors::wrong_thread())?;
         let old = {
             let mut fds = this.fds.try_mut()?;
             let Some(entry) = fds.get_mut(&fd) else {
@@ -533,17 +527,15 @@ impl LoopCore {
                 return Ok(false);
             }
             let mask = entry.mask();
-            if let Some(st) = guard.as_ref() {
-                if st.set_interest(fd, mask, entry.registered).is_err() && mask != 0 {
-                    let _ = st.set_interest(fd, 0, true);
-                }
+            let poller = &this.poller;
+            if poller.set_interest(fd, mask, entry.registered).is_err() && mask != 0 {
+                let _ = poller.set_interest(fd, 0, true);
             }
             if mask == 0 {
                 fds.remove(&fd);
             }
             old
         };
-        drop(guard);
         if let Some(old) = old {
             Handle::cancel_base(old.bind(slf.py()))?;
         }
@@ -562,11 +554,7 @@ impl LoopCore {
         let (poller, waker) = Poller::new()?;
         let deadline = DeadlineTimer::new();
         if let Some(d) = &deadline {
-            if let Ok(guard) = poller.lock() {
-                if let Some(st) = guard.as_ref() {
-                    st.register_deadline_fd(d.fd())?;
-                }
-            }
+            poller.register_deadline_fd(d.fd())?;
         }
         let mut res = libc::timespec {
             tv_sec: 0,
@@ -924,14 +912,12 @@ impl LoopCore {
     /// Watch the read end of the `signal.set_wakeup_fd` socket (or stop, with -1).
     fn _set_signal_fd(&self, fd: RawFd) -> PyResult<()> {
         self.check_closed()?;
-        let guard = self.poller.lock().map_err(|_| errors::wrong_thread())?;
-        let st = guard.as_ref().ok_or_else(errors::loop_closed)?;
         let mut signals = self.signals.try_mut()?;
         if let Some(old) = signals.wakeup_fd.take() {
-            st.deregister_fd(old);
+            self.poller.deregister_fd(old);
         }
         if fd >= 0 {
-            st.register_signal_fd(fd)?;
+            self.poller.register_signal_fd(fd)?;
             signals.wakeup_fd = Some(fd);
         }
         Ok(())

@@ -9,7 +9,9 @@
 //! level-triggered (a reader that leaves data unread is called again), so a user fd that
 //! fired is re-armed (`EPOLL_CTL_MOD`, which re-reports a still-ready fd) before the next
 //! poll. The poll state sits behind a mutex because the loop thread polls with the GIL
-//! released; other threads only ever `try_lock` it, so they never block the GIL holder.
+//! released. Registrations go through a separate `Registry` (epoll_ctl is thread-safe,
+//! and an fd added during a poll is reported by that poll), so `add_reader` works from
+//! any thread at any time, as with the stock loop.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -17,7 +19,9 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+
+use crate::cell::GilCell;
 
 pub const WAKE_TOKEN: Token = Token(usize::MAX);
 pub const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
@@ -35,6 +39,8 @@ pub struct PollState {
 
 pub struct Poller {
     state: Mutex<Option<PollState>>,
+    /// A clone of the poll's registry (its own epoll fd handle), used with the GIL held.
+    registry: GilCell<Option<Registry>>,
 }
 
 /// A `timerfd` on CLOCK_MONOTONIC that wakes the poll at a precise loop time.
@@ -118,50 +124,35 @@ fn interest_of(mask: u8) -> Option<Interest> {
     }
 }
 
-impl PollState {
-    /// Watch `fd` for `mask`, replacing any earlier interest; mask 0 stops watching.
-    pub fn set_interest(&self, fd: RawFd, mask: u8, known: bool) -> io::Result<()> {
-        let registry = self.poll.registry();
-        let token = Token(fd as usize);
-        let Some(interest) = interest_of(mask) else {
-            return match registry.deregister(&mut SourceFd(&fd)) {
-                // The fd was closed already: the kernel dropped it from the set.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOENT)) => Ok(()),
-                other => other,
-            };
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the poller is closed")
+}
+
+/// Watch `fd` for `mask`, replacing any earlier interest; mask 0 stops watching.
+fn set_interest(registry: &Registry, fd: RawFd, mask: u8, known: bool) -> io::Result<()> {
+    let token = Token(fd as usize);
+    let Some(interest) = interest_of(mask) else {
+        return match registry.deregister(&mut SourceFd(&fd)) {
+            // The fd was closed already: the kernel dropped it from the set.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOENT)) => Ok(()),
+            other => other,
         };
-        if known {
-            match registry.reregister(&mut SourceFd(&fd), token, interest) {
-                // Closed and reopened under the same number: register afresh.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    registry.register(&mut SourceFd(&fd), token, interest)
-                }
-                other => other,
+    };
+    if known {
+        match registry.reregister(&mut SourceFd(&fd), token, interest) {
+            // Closed and reopened under the same number: register afresh.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                registry.register(&mut SourceFd(&fd), token, interest)
             }
-        } else {
-            match registry.register(&mut SourceFd(&fd), token, interest) {
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                    registry.reregister(&mut SourceFd(&fd), token, interest)
-                }
-                other => other,
-            }
+            other => other,
         }
-    }
-
-    pub fn register_signal_fd(&self, fd: RawFd) -> io::Result<()> {
-        self.poll
-            .registry()
-            .register(&mut SourceFd(&fd), SIGNAL_TOKEN, Interest::READABLE)
-    }
-
-    pub fn register_deadline_fd(&self, fd: RawFd) -> io::Result<()> {
-        self.poll
-            .registry()
-            .register(&mut SourceFd(&fd), DEADLINE_TOKEN, Interest::READABLE)
-    }
-
-    pub fn deregister_fd(&self, fd: RawFd) {
-        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+    } else {
+        match registry.register(&mut SourceFd(&fd), token, interest) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                registry.reregister(&mut SourceFd(&fd), token, interest)
+            }
+            other => other,
+        }
     }
 }
 
@@ -174,12 +165,37 @@ impl Poller {
             events: Events::with_capacity(1024),
             fired: Vec::with_capacity(64),
         };
+        let registry = state.poll.registry().try_clone()?;
         Ok((
             Poller {
                 state: Mutex::new(Some(state)),
+                registry: GilCell::new(Some(registry)),
             },
             waker,
         ))
+    }
+
+    fn with_registry<T>(&self, f: impl FnOnce(&Registry) -> io::Result<T>) -> io::Result<T> {
+        let registry = self.registry.try_ref().map_err(io::Error::other)?;
+        registry.as_ref().map_or_else(|| Err(closed()), f)
+    }
+
+    /// Watch `fd` for `mask` (READABLE|WRITABLE); 0 stops watching. `known`: the fd was
+    /// registered before. Any thread, with the GIL held.
+    pub fn set_interest(&self, fd: RawFd, mask: u8, known: bool) -> io::Result<()> {
+        self.with_registry(|r| set_interest(r, fd, mask, known))
+    }
+
+    pub fn register_signal_fd(&self, fd: RawFd) -> io::Result<()> {
+        self.with_registry(|r| r.register(&mut SourceFd(&fd), SIGNAL_TOKEN, Interest::READABLE))
+    }
+
+    pub fn register_deadline_fd(&self, fd: RawFd) -> io::Result<()> {
+        self.with_registry(|r| r.register(&mut SourceFd(&fd), DEADLINE_TOKEN, Interest::READABLE))
+    }
+
+    pub fn deregister_fd(&self, fd: RawFd) {
+        let _ = self.with_registry(|r| r.deregister(&mut SourceFd(&fd)));
     }
 
     /// Lock from the loop thread (never contended there in correct use).
@@ -221,12 +237,13 @@ impl Poller {
         Ok(true)
     }
 
-    /// Close the epoll fd.
+    /// Close the epoll fds (the poll's and the registry clone's).
     pub fn close(&self) {
+        let registry = self.registry.try_mut().ok().and_then(|mut r| r.take());
         let state = match self.state.lock() {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
         };
-        drop(state);
+        drop((registry, state));
     }
 }

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import socket
+import threading
 
 import pytest
 from support import run
@@ -293,3 +294,27 @@ def test_invalid_file_object_is_a_value_error(any_loop, method):
     args = (lambda: None,) if method.startswith("add") else ()
     with pytest.raises(ValueError, match="Invalid file object"):
         getattr(any_loop, method)("not a file", *args)
+
+
+def test_add_reader_from_another_thread_while_the_loop_polls(loop, pair):
+    # The loop is blocked in its poll (nothing else to do) when another thread registers
+    # a reader: that poll must report the fd, and nothing may raise.
+    a, b = pair
+    got = loop.create_future()
+    errors = []
+
+    def register():
+        try:
+            loop.add_reader(a, lambda: got.done() or got.set_result(a.recv(10)))
+            b.send(b"ping")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    timer = threading.Timer(0.1, register)
+    timer.start()
+    try:
+        assert loop.run_until_complete(asyncio.wait_for(got, 10)) == b"ping"
+    finally:
+        timer.join()
+        loop.remove_reader(a)
+    assert errors == []
