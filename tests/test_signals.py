@@ -52,19 +52,28 @@ def test_signal_handler_runs_as_a_loop_callback(any_loop):
     assert run(any_loop, got) == (("a", 2), True)
 
 
+def run_until_signalled(loop, got, started, sig):
+    """Block the loop on `got`, send `sig` to the main thread once it runs, return the result.
+
+    Fails if the loop only woke up because the liveness watchdog fired.
+    """
+    watchdog = Watchdog(loop, got)
+    loop.call_soon(started.set)
+    t = kill_main_later(sig, 0.1, started)
+    try:
+        result = loop.run_until_complete(got)
+        assert not watchdog.fired
+        return result
+    finally:
+        watchdog.cancel()
+        t.join(LIVENESS)
+
+
 def test_signal_wakes_a_blocked_loop(any_loop):
     got = any_loop.create_future()
     started = threading.Event()
     any_loop.add_signal_handler(signal.SIGUSR1, lambda: got.set_result("signalled"))
-    watchdog = Watchdog(any_loop, got)
-    any_loop.call_soon(started.set)
-    t = kill_main_later(signal.SIGUSR1, 0.1, started)
-    try:
-        assert any_loop.run_until_complete(got) == "signalled"
-        assert not watchdog.fired
-    finally:
-        watchdog.cancel()
-        t.join(LIVENESS)
+    assert run_until_signalled(any_loop, got, started, signal.SIGUSR1) == "signalled"
 
 
 def test_signal_from_another_thread_with_os_kill(any_loop):
@@ -180,15 +189,7 @@ def test_python_signal_handler_runs_while_the_loop_is_blocked(any_loop):
         any_loop.call_soon_threadsafe(lambda: got.done() or got.set_result("handled"))
 
     signal.signal(signal.SIGUSR2, handler)
-    watchdog = Watchdog(any_loop, got)
-    any_loop.call_soon(started.set)
-    t = kill_main_later(signal.SIGUSR2, 0.1, started)
-    try:
-        assert any_loop.run_until_complete(got) == "handled"
-        assert not watchdog.fired
-    finally:
-        watchdog.cancel()
-        t.join(LIVENESS)
+    assert run_until_signalled(any_loop, got, started, signal.SIGUSR2) == "handled"
 
 
 def test_exception_from_python_signal_handler_propagates(any_loop):
