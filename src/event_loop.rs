@@ -58,9 +58,6 @@ impl FdEntry {
     }
 }
 
-/// The (reader, writer) handles of one fd.
-type FdHandles = (Option<Py<Handle>>, Option<Py<Handle>>);
-
 pub fn monotonic() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -702,11 +699,6 @@ impl LoopCore {
     }
 
     #[getter]
-    fn _stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
-    }
-
-    #[getter]
     fn _thread_id(&self) -> Option<u64> {
         match self.thread_id.load(Ordering::Relaxed) {
             0 => None,
@@ -726,11 +718,6 @@ impl LoopCore {
     #[getter]
     fn _clock_resolution(&self) -> f64 {
         self.clock_resolution
-    }
-
-    /// Number of callbacks ready to run and of timers scheduled (for tests and stats).
-    fn _queue_sizes(&self) -> PyResult<(usize, usize)> {
-        Ok((self.ready.try_ref()?.len(), self.timers.try_ref()?.len()))
     }
 
     /// One loop iteration.
@@ -895,20 +882,6 @@ impl LoopCore {
         Self::unset_reader_or_writer(slf, fd, true)
     }
 
-    /// The (reader, writer) handles watching `fd`, for `_ensure_fd_no_transport`-style
-    /// checks and tests.
-    fn _fd_handles(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<FdHandles> {
-        let fd = fileobj_to_fd(fd)?;
-        let fds = self.fds.try_ref()?;
-        Ok(match fds.get(&fd) {
-            Some(e) => (
-                e.reader.as_ref().map(|h| h.clone_ref(py)),
-                e.writer.as_ref().map(|h| h.clone_ref(py)),
-            ),
-            None => (None, None),
-        })
-    }
-
     /// Watch the read end of the `signal.set_wakeup_fd` socket (or stop, with -1).
     fn _set_signal_fd(&self, fd: RawFd) -> PyResult<()> {
         self.check_closed()?;
@@ -952,10 +925,6 @@ impl LoopCore {
             }
             None => Ok(false),
         }
-    }
-
-    fn _has_signal_handlers(&self) -> PyResult<bool> {
-        Ok(!self.signals.try_ref()?.is_empty())
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
