@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mio::Waker;
@@ -118,9 +118,51 @@ pub struct LoopCore {
     stats: GilCell<Stats>,
     watchdog: GilCell<Option<Watchdog>>,
     watching: AtomicBool,
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
+    open_transports: AtomicI64,
 }
 
 impl LoopCore {
+    /// Count bytes a transport moved (for `stats()`).
+    #[inline]
+    pub fn note_io(&self, read: usize, written: usize) {
+        self.bytes_read.fetch_add(read as u64, Ordering::Relaxed);
+        self.bytes_written
+            .fetch_add(written as u64, Ordering::Relaxed);
+    }
+
+    /// A transport opened (+1) or finished (-1).
+    pub fn note_transport(&self, delta: i64) {
+        self.open_transports.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// `call_soon` for the core's own users (transports): no debug checks.
+    pub fn soon(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<()> {
+        slf.get().check_closed()?;
+        Self::schedule_soon(slf, callback, args, None).map(drop)
+    }
+
+    /// Watch `fd` for readability (or writability) with `callback()`, replacing any
+    /// earlier one.
+    pub fn watch_fd(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: &Bound<'_, PyAny>,
+        writer: bool,
+    ) -> PyResult<()> {
+        let empty = PyTuple::empty(slf.py());
+        Self::set_fd_callback(slf, fd, callback, empty, writer).map(drop)
+    }
+
+    pub fn unwatch_fd(slf: &Bound<'_, Self>, fd: RawFd, writer: bool) -> PyResult<()> {
+        Self::unset_fd_callback(slf, fd, writer).map(drop)
+    }
+
     #[inline]
     pub fn debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
@@ -458,9 +500,19 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         writer: bool,
     ) -> PyResult<Py<Handle>> {
+        let fd = fileobj_to_fd(fileobj)?;
+        Self::set_fd_callback(slf, fd, callback, args, writer)
+    }
+
+    fn set_fd_callback(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: &Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        writer: bool,
+    ) -> PyResult<Py<Handle>> {
         let this = slf.get();
         this.check_closed()?;
-        let fd = fileobj_to_fd(fileobj)?;
         let handle = Py::new(
             slf.py(),
             Self::new_handle(slf, callback, args, None, TRACE_DEPTH)?,
@@ -505,11 +557,18 @@ impl LoopCore {
         fileobj: &Bound<'_, PyAny>,
         writer: bool,
     ) -> PyResult<bool> {
+        if slf.get().closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let fd = fileobj_to_fd(fileobj)?;
+        Self::unset_fd_callback(slf, fd, writer)
+    }
+
+    fn unset_fd_callback(slf: &Bound<'_, Self>, fd: RawFd, writer: bool) -> PyResult<bool> {
         let this = slf.get();
         if this.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let fd = fileobj_to_fd(fileobj)?;
         let old = {
             let mut fds = this.fds.try_mut()?;
             let Some(entry) = fds.get_mut(&fd) else {
@@ -577,6 +636,9 @@ impl LoopCore {
             stats: GilCell::new(Stats::new()),
             watchdog: GilCell::new(None),
             watching: AtomicBool::new(false),
+            bytes_read: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            open_transports: AtomicI64::new(0),
         })
     }
 
@@ -792,10 +854,12 @@ impl LoopCore {
         }
         d.set_item("timers_pending", self.timers.try_ref()?.len())?;
         d.set_item("fds_watched", self.fds.try_ref()?.len())?;
-        // Transports (and their byte counts) arrive with the transports work.
-        d.set_item("open_transports", 0)?;
-        d.set_item("bytes_read", 0)?;
-        d.set_item("bytes_written", 0)?;
+        d.set_item(
+            "open_transports",
+            self.open_transports.load(Ordering::Relaxed),
+        )?;
+        d.set_item("bytes_read", self.bytes_read.load(Ordering::Relaxed))?;
+        d.set_item("bytes_written", self.bytes_written.load(Ordering::Relaxed))?;
         Ok(d)
     }
 

@@ -8,8 +8,10 @@ mod helpers;
 mod poll;
 mod signals;
 mod stats;
+mod stream;
 mod timers;
 mod watchdog;
+mod wbuf;
 
 use pyo3::prelude::*;
 
@@ -18,6 +20,7 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<stream::StreamTransport>()?;
     m.add_function(wrap_pyfunction!(helpers::_set_helpers, m)?)?;
     Ok(())
 }

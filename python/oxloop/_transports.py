@@ -1,0 +1,136 @@
+"""Construction of the Rust stream transports: sockets (TCP, Unix) and pipes.
+
+The transport itself (reads, writes, flow control, closing) is `_oxloop.StreamTransport`;
+these subclasses only name it, finish the set-up the stock transports do in their
+constructors (extra info, TCP_NODELAY, `connection_made`, the waiter) and warn about a
+transport dropped unclosed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import warnings
+from asyncio import trsock
+
+from ._oxloop import StreamTransport
+
+_SOCKET, _READ_PIPE, _WRITE_PIPE = 0, 1, 2
+_INET = {socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET)}
+
+
+def _set_result_unless_cancelled(fut, result) -> None:
+    if not fut.cancelled():
+        fut.set_result(result)
+
+
+class _Transport(StreamTransport):
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        info = [type(self).__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            info.append(self._state_repr())
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn) -> None:
+        sock = self._sock
+        if sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            sock.close()
+
+
+class TCPTransport(_Transport):
+    __slots__ = ()
+
+
+class UnixTransport(_Transport):
+    __slots__ = ()
+
+
+class ReadPipeTransport(_Transport):
+    __slots__ = ()
+
+
+class WritePipeTransport(_Transport):
+    __slots__ = ()
+
+
+def _start(loop, transport, protocol, waiter, server) -> None:
+    if server is not None:
+        server._attach(transport)
+    loop.call_soon(protocol.connection_made, transport)
+    loop.call_soon(transport._start_reading)
+    if waiter is not None:
+        loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+
+def make_socket_transport(loop, sock, protocol, waiter=None, extra=None, server=None):
+    """A transport over a connected stream socket, started as the stock loop starts it."""
+    extra = dict(extra) if extra else {}
+    extra["socket"] = trsock.TransportSocket(sock)
+    try:
+        extra["sockname"] = sock.getsockname()
+    except OSError:
+        extra["sockname"] = None
+    if "peername" not in extra:
+        try:
+            extra["peername"] = sock.getpeername()
+        except OSError:
+            extra["peername"] = None
+    if sock.family in _INET:
+        cls = TCPTransport
+        if sock.type == socket.SOCK_STREAM and sock.proto == socket.IPPROTO_TCP:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    else:
+        cls = UnixTransport
+    transport = cls(loop, sock, protocol, _SOCKET, extra, server)
+    _start(loop, transport, protocol, waiter, server)
+    return transport
+
+
+def _check_pipe(pipe, write: bool):
+    fileno = pipe.fileno()
+    mode = os.fstat(fileno).st_mode
+    ok = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+    if not write:
+        ok = ok or stat.S_ISCHR(mode)
+    if not ok:
+        raise ValueError(
+            "Pipe transport is only for pipes, sockets and character devices"
+            if write
+            else "Pipe transport is for pipes/sockets only."
+        )
+    os.set_blocking(fileno, False)
+    return mode
+
+
+def make_read_pipe_transport(loop, pipe, protocol, waiter=None, extra=None):
+    _check_pipe(pipe, write=False)
+    extra = dict(extra) if extra else {}
+    extra["pipe"] = pipe
+    transport = ReadPipeTransport(loop, pipe, protocol, _READ_PIPE, extra, None)
+    _start(loop, transport, protocol, waiter, None)
+    return transport
+
+
+def make_write_pipe_transport(loop, pipe, protocol, waiter=None, extra=None):
+    mode = _check_pipe(pipe, write=True)
+    extra = dict(extra) if extra else {}
+    extra["pipe"] = pipe
+    transport = WritePipeTransport(loop, pipe, protocol, _WRITE_PIPE, extra, None)
+    loop.call_soon(protocol.connection_made, transport)
+    # Readable means the reading end went away; a regular pipe only reports that on
+    # Linux through its socket-like cousin, so watch sockets and pipes alike.
+    if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode):
+        loop.call_soon(transport._watch_readable, True)
+    if waiter is not None:
+        loop.call_soon(_set_result_unless_cancelled, waiter, None)
+    return transport

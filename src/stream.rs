@@ -1,0 +1,1085 @@
+//! `StreamTransport`: the asyncio stream transport over a connected socket (TCP or Unix)
+//! or a pipe, as the stock selector transports behave.
+//!
+//! Reads go into one loop-wide reused buffer and reach the protocol as `bytes`
+//! (`data_received`) or straight into the protocol's own buffer (`BufferedProtocol`).
+//! Writes try the fd at once and queue only the rest (`WriteQueue`, sent vectored when
+//! the fd is writable), with `pause_writing`/`resume_writing` at the high/low water
+//! marks. Errors, messages and the order of protocol calls follow the stock transports.
+//! The Python subclasses (`oxloop._transports`) add construction glue and `__del__`.
+
+use std::os::fd::RawFd;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::cell::GilCell;
+use crate::event_loop::LoopCore;
+use crate::wbuf::{is_retry, os_error, send_once, ByteView, Sink, WriteQueue};
+
+/// Largest single read, as the stock transports (`max_size`).
+const MAX_READ: usize = 256 * 1024;
+/// Writes after the connection was lost that pass silently before each one logs.
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+const DEFAULT_HIGH: usize = 64 * 1024;
+
+/// One read buffer for every transport of the process: data is copied out into `bytes`
+/// before any Python code runs, and only the thread holding the GIL reads into it.
+static READ_BUF: GilCell<Vec<u8>> = GilCell::new(Vec::new());
+
+static PY_NAMES: GILOnceCell<PyNames> = GILOnceCell::new();
+
+struct PyNames {
+    buffered_protocol: PyObject,
+    logger: PyObject,
+}
+
+fn names(py: Python<'_>) -> PyResult<&PyNames> {
+    PY_NAMES.get_or_try_init(py, || {
+        Ok(PyNames {
+            buffered_protocol: py
+                .import("asyncio.protocols")?
+                .getattr("BufferedProtocol")?
+                .unbind(),
+            logger: py.import("asyncio.log")?.getattr("logger")?.unbind(),
+        })
+    })
+}
+
+/// SystemExit and KeyboardInterrupt propagate; every other error the transport handles.
+fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+/// What kind of fd the transport drives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Socket,
+    /// The read end of a pipe (or a character device): read-only.
+    ReadPipe,
+    /// The write end of a pipe: write-only; readable means the reader went away.
+    WritePipe,
+}
+
+struct State {
+    loop_: Option<PyObject>,
+    sock: Option<PyObject>,
+    protocol: Option<PyObject>,
+    server: Option<PyObject>,
+    extra: Option<Py<PyDict>>,
+    empty_waiter: Option<PyObject>,
+    buffered: bool,
+    protocol_connected: bool,
+    protocol_paused: bool,
+    conn_lost: u32,
+    closing: bool,
+    paused: bool,
+    eof: bool,
+    reading: bool,
+    writing: bool,
+    high: usize,
+    low: usize,
+    wbuf: WriteQueue,
+}
+
+#[pyclass(module = "oxloop._oxloop", subclass, frozen, weakref)]
+pub struct StreamTransport {
+    fd: RawFd,
+    kind: Kind,
+    st: GilCell<State>,
+}
+
+fn loop_core<'py>(py: Python<'py>, lp: &Option<PyObject>) -> PyResult<Bound<'py, LoopCore>> {
+    match lp {
+        Some(l) => Ok(l.bind(py).downcast::<LoopCore>()?.clone()),
+        None => Err(PyRuntimeError::new_err("the transport is closed")),
+    }
+}
+
+impl StreamTransport {
+    fn sink(&self) -> Sink {
+        if self.kind == Kind::Socket {
+            Sink::Socket
+        } else {
+            Sink::Pipe
+        }
+    }
+
+    fn core<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, LoopCore>> {
+        loop_core(py, &self.st.try_ref()?.loop_)
+    }
+
+    fn set_reading(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut st = this.st.try_mut()?;
+        if st.reading == on {
+            return Ok(());
+        }
+        let core = loop_core(py, &st.loop_)?;
+        st.reading = on;
+        drop(st);
+        if on {
+            let cb = slf.getattr(intern!(py, "_read_ready"))?;
+            LoopCore::watch_fd(&core, this.fd, &cb, false)
+        } else {
+            LoopCore::unwatch_fd(&core, this.fd, false)
+        }
+    }
+
+    fn set_writing(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut st = this.st.try_mut()?;
+        if st.writing == on {
+            return Ok(());
+        }
+        let core = loop_core(py, &st.loop_)?;
+        st.writing = on;
+        drop(st);
+        if on {
+            let cb = slf.getattr(intern!(py, "_write_ready"))?;
+            LoopCore::watch_fd(&core, this.fd, &cb, true)
+        } else {
+            LoopCore::unwatch_fd(&core, this.fd, true)
+        }
+    }
+
+    fn call_soon(slf: &Bound<'_, Self>, method: &Bound<'_, PyAny>, arg: PyObject) -> PyResult<()> {
+        let core = slf.get().core(slf.py())?;
+        let args = PyTuple::new(slf.py(), [arg])?;
+        LoopCore::soon(&core, method, args)
+    }
+
+    fn debug(&self, py: Python<'_>) -> bool {
+        self.core(py).map(|c| c.get().debug()).unwrap_or(false)
+    }
+
+    fn log_debug(slf: &Bound<'_, Self>, fmt: &str, exc: Option<&PyErr>) -> PyResult<()> {
+        let py = slf.py();
+        let logger = names(py)?.logger.bind(py);
+        let kwargs = PyDict::new(py);
+        if let Some(e) = exc {
+            kwargs.set_item("exc_info", e.value(py))?;
+        }
+        logger.call_method("debug", (fmt, slf), Some(&kwargs))?;
+        Ok(())
+    }
+
+    /// A protocol or I/O error: report it (OSErrors only in debug mode) and close.
+    fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        let mut quiet = err.is_instance_of::<pyo3::exceptions::PyOSError>(py);
+        if quiet && slf.get().kind == Kind::ReadPipe {
+            // A read pipe reports every OSError but EIO (a closed pty).
+            let errno = err.value(py).getattr("errno")?;
+            quiet = errno.extract::<i32>().ok() == Some(libc::EIO);
+        }
+        if quiet {
+            if slf.get().debug(py) {
+                let logger = names(py)?.logger.bind(py);
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("exc_info", err.value(py))?;
+                logger.call_method("debug", ("%r: %s", slf, message), Some(&kwargs))?;
+            }
+        } else {
+            Self::report(slf, &err, message)?;
+        }
+        Self::force_close(slf, Some(err.into_value(py).into_any()))
+    }
+
+    /// `loop.call_exception_handler` with the transport and protocol.
+    fn report(slf: &Bound<'_, Self>, err: &PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        let (lp, protocol) = {
+            let st = slf.get().st.try_ref()?;
+            (
+                st.loop_.as_ref().map(|l| l.clone_ref(py)),
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+            )
+        };
+        let Some(lp) = lp else {
+            return Ok(());
+        };
+        let ctx = PyDict::new(py);
+        ctx.set_item("message", message)?;
+        ctx.set_item("exception", err.value(py))?;
+        ctx.set_item("transport", slf)?;
+        ctx.set_item("protocol", protocol)?;
+        lp.bind(py)
+            .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+        Ok(())
+    }
+
+    fn force_close(slf: &Bound<'_, Self>, exc: Option<PyObject>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (had_buffer, was_closing) = {
+            let mut st = this.st.try_mut()?;
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            let had = !st.wbuf.is_empty();
+            st.wbuf.clear();
+            let was = st.closing;
+            st.closing = true;
+            st.conn_lost += 1;
+            (had, was)
+        };
+        if had_buffer {
+            Self::set_writing(slf, false)?;
+        }
+        if !was_closing {
+            Self::set_reading(slf, false)?;
+        }
+        let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
+        Self::call_soon(slf, &cb, exc.unwrap_or_else(|| py.None()))
+    }
+
+    /// Run a protocol callback; its failure becomes a fatal error with `message`.
+    fn protocol_call(
+        slf: &Bound<'_, Self>,
+        result: PyResult<Bound<'_, PyAny>>,
+        message: &str,
+    ) -> PyResult<Option<PyObject>> {
+        match result {
+            Ok(v) => Ok(Some(v.unbind())),
+            Err(e) if must_propagate(slf.py(), &e) => Err(e),
+            Err(e) => {
+                Self::fatal_error(slf, e, message)?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn read_error(&self) -> &'static str {
+        if self.kind == Kind::Socket {
+            "Fatal read error on socket transport"
+        } else {
+            "Fatal read error on pipe transport"
+        }
+    }
+
+    fn write_error(&self) -> &'static str {
+        if self.kind == Kind::Socket {
+            "Fatal write error on socket transport"
+        } else {
+            "Fatal write error on pipe transport"
+        }
+    }
+
+    fn read_data(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let result = {
+            let mut buf = READ_BUF.try_mut()?;
+            if buf.len() < MAX_READ {
+                buf.resize(MAX_READ, 0);
+            }
+            let n = unsafe { libc::read(this.fd, buf.as_mut_ptr() as *mut libc::c_void, MAX_READ) };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(PyBytes::new(py, &buf[..n as usize]))
+            }
+        };
+        match result {
+            Err(e) if is_retry(&e) => Ok(()),
+            Err(e) => Self::fatal_error(slf, os_error(&e), this.read_error()),
+            Ok(data) if data.as_bytes().is_empty() => Self::on_eof(slf, protocol),
+            Ok(data) => {
+                if let Ok(core) = this.core(py) {
+                    core.get().note_io(data.as_bytes().len(), 0);
+                }
+                let r = protocol.call_method1(intern!(py, "data_received"), (data,));
+                Self::protocol_call(slf, r, "Fatal error: protocol.data_received() call failed.")
+                    .map(drop)
+            }
+        }
+    }
+
+    fn read_buffered(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let got = protocol
+            .call_method1(intern!(py, "get_buffer"), (-1,))
+            .and_then(|buf| {
+                let view = ByteView::writable(&buf)?;
+                if view.as_slice().is_empty() {
+                    return Err(PyRuntimeError::new_err(
+                        "get_buffer() returned an empty buffer",
+                    ));
+                }
+                Ok(view)
+            });
+        let Some(view) =
+            Self::protocol_call_value(slf, got, "Fatal error: protocol.get_buffer() call failed.")?
+        else {
+            return Ok(());
+        };
+        let n = unsafe {
+            libc::read(
+                this.fd,
+                view.ptr() as *mut libc::c_void,
+                view.as_slice().len(),
+            )
+        };
+        drop(view);
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if is_retry(&e) {
+                return Ok(());
+            }
+            return Self::fatal_error(slf, os_error(&e), this.read_error());
+        }
+        if n == 0 {
+            return Self::on_eof(slf, protocol);
+        }
+        if let Ok(core) = this.core(py) {
+            core.get().note_io(n as usize, 0);
+        }
+        let r = protocol.call_method1(intern!(py, "buffer_updated"), (n,));
+        Self::protocol_call(
+            slf,
+            r,
+            "Fatal error: protocol.buffer_updated() call failed.",
+        )
+        .map(drop)
+    }
+
+    fn protocol_call_value<T>(
+        slf: &Bound<'_, Self>,
+        result: PyResult<T>,
+        message: &str,
+    ) -> PyResult<Option<T>> {
+        match result {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if must_propagate(slf.py(), &e) => Err(e),
+            Err(e) => {
+                Self::fatal_error(slf, e, message)?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn on_eof(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if slf.get().debug(py) {
+            Self::log_debug(slf, "%r received EOF", None)?;
+        }
+        if slf.get().kind == Kind::ReadPipe {
+            // A pipe's EOF ends it: the stock read pipe closes without asking.
+            {
+                let mut st = slf.get().st.try_mut()?;
+                st.closing = true;
+            }
+            Self::set_reading(slf, false)?;
+            let cb = protocol.getattr(intern!(py, "eof_received"))?;
+            Self::call_soon_noarg(slf, &cb)?;
+            let lost = slf.getattr(intern!(py, "_call_connection_lost"))?;
+            return Self::call_soon(slf, &lost, py.None());
+        }
+        let r = protocol.call_method0(intern!(py, "eof_received"));
+        let Some(keep_open) =
+            Self::protocol_call(slf, r, "Fatal error: protocol.eof_received() call failed.")?
+        else {
+            return Ok(());
+        };
+        if keep_open.bind(py).is_truthy()? {
+            Self::set_reading(slf, false)
+        } else {
+            Self::close_impl(slf)
+        }
+    }
+
+    fn call_soon_noarg(slf: &Bound<'_, Self>, method: &Bound<'_, PyAny>) -> PyResult<()> {
+        let core = slf.get().core(slf.py())?;
+        LoopCore::soon(&core, method, PyTuple::empty(slf.py()))
+    }
+
+    fn close_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let lost = {
+            let mut st = slf.get().st.try_mut()?;
+            if st.closing {
+                return Ok(());
+            }
+            st.closing = true;
+            if st.wbuf.is_empty() {
+                st.conn_lost += 1;
+                true
+            } else {
+                false
+            }
+        };
+        Self::set_reading(slf, false)?;
+        if lost {
+            Self::set_writing(slf, false)?;
+            let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
+            Self::call_soon(slf, &cb, py.None())?;
+        }
+        Ok(())
+    }
+
+    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = {
+            let mut st = slf.get().st.try_mut()?;
+            if st.wbuf.len() <= st.high || st.protocol_paused {
+                return Ok(());
+            }
+            st.protocol_paused = true;
+            st.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        if let Some(p) = protocol {
+            if let Err(e) = p.bind(py).call_method0(intern!(py, "pause_writing")) {
+                if must_propagate(py, &e) {
+                    return Err(e);
+                }
+                Self::report(slf, &e, "protocol.pause_writing() failed")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let protocol = {
+            let mut st = slf.get().st.try_mut()?;
+            if !st.protocol_paused || st.wbuf.len() > st.low {
+                return Ok(());
+            }
+            st.protocol_paused = false;
+            st.protocol.as_ref().map(|p| p.clone_ref(py))
+        };
+        if let Some(p) = protocol {
+            if let Err(e) = p.bind(py).call_method0(intern!(py, "resume_writing")) {
+                if must_propagate(py, &e) {
+                    return Err(e);
+                }
+                Self::report(slf, &e, "protocol.resume_writing() failed")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks both `write` and `writelines` make. Ok(false): nothing to do.
+    fn write_checks(&self, py: Python<'_>, what: &str) -> PyResult<bool> {
+        let mut st = self.st.try_mut()?;
+        if st.eof {
+            return Err(PyRuntimeError::new_err(format!(
+                "Cannot call {what}() after write_eof()"
+            )));
+        }
+        if st.empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err(format!(
+                "unable to {what}; sendfile is in progress"
+            )));
+        }
+        if st.conn_lost > 0 || (self.kind == Kind::WritePipe && st.closing) {
+            if st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
+                let logger = names(py)?.logger.bind(py);
+                let msg = if self.kind == Kind::Socket {
+                    "socket.send() raised exception."
+                } else {
+                    "pipe closed by peer or os.write(pipe, data) raised exception."
+                };
+                logger.call_method1("warning", (msg,))?;
+            }
+            st.conn_lost += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Send what is queued; on the queue running dry finish a close or write_eof.
+    fn flush(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let result = {
+            let mut st = this.st.try_mut()?;
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            st.wbuf.flush(py, this.fd, this.sink())
+        };
+        match result {
+            Err(e) => {
+                let waiter = {
+                    let mut st = this.st.try_mut()?;
+                    st.wbuf.clear();
+                    st.empty_waiter.as_ref().map(|w| w.clone_ref(py))
+                };
+                Self::set_writing(slf, false)?;
+                let err = os_error(&e);
+                let value = err.value(py).clone();
+                Self::fatal_error(slf, err, this.write_error())?;
+                if let Some(w) = waiter {
+                    w.bind(py).call_method1("set_exception", (value,))?;
+                }
+                return Ok(());
+            }
+            Ok(n) => {
+                if n > 0 {
+                    if let Ok(core) = this.core(py) {
+                        core.get().note_io(0, n);
+                    }
+                }
+            }
+        }
+        Self::maybe_resume_protocol(slf)?;
+        let (empty, waiter, closing, eof) = {
+            let st = this.st.try_ref()?;
+            (
+                st.wbuf.is_empty(),
+                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                st.closing,
+                st.eof,
+            )
+        };
+        if !empty {
+            return Self::set_writing(slf, true);
+        }
+        Self::set_writing(slf, false)?;
+        if let Some(w) = waiter {
+            w.bind(py).call_method1("set_result", (py.None(),))?;
+        }
+        if closing {
+            {
+                this.st.try_mut()?.conn_lost += 1;
+            }
+            Self::call_connection_lost(slf, py.None())?;
+        } else if eof {
+            this.shutdown_write(py)?;
+        }
+        Ok(())
+    }
+
+    fn shutdown_write(&self, py: Python<'_>) -> PyResult<()> {
+        if self.kind != Kind::Socket {
+            return Ok(());
+        }
+        let sock = self.st.try_ref()?.sock.as_ref().map(|s| s.clone_ref(py));
+        if let Some(s) = sock {
+            s.bind(py).call_method1("shutdown", (libc::SHUT_WR,))?;
+        }
+        Ok(())
+    }
+
+    fn call_connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (protocol, connected) = {
+            let st = this.st.try_ref()?;
+            (
+                st.protocol.as_ref().map(|p| p.clone_ref(py)),
+                st.protocol_connected,
+            )
+        };
+        let result = match protocol {
+            Some(p) if connected => p
+                .bind(py)
+                .call_method1(intern!(py, "connection_lost"), (exc,))
+                .map(drop),
+            _ => Ok(()),
+        };
+        let (sock, server, waiter, lp) = {
+            let mut st = this.st.try_mut()?;
+            st.protocol = None;
+            (
+                st.sock.take(),
+                st.server.take(),
+                st.empty_waiter.as_ref().map(|w| w.clone_ref(py)),
+                st.loop_.take(),
+            )
+        };
+        if let Some(lp) = &lp {
+            if let Ok(core) = lp.bind(py).downcast::<LoopCore>() {
+                core.get().note_transport(-1);
+            }
+        }
+        let closed = match sock {
+            Some(s) => s.bind(py).call_method0("close").map(drop),
+            None => Ok(()),
+        };
+        let detached = match server {
+            Some(s) => s.bind(py).call_method0("_detach").map(drop),
+            None => Ok(()),
+        };
+        if let Some(w) = waiter {
+            let exc = pyo3::exceptions::PyConnectionError::new_err("Connection is closed by peer");
+            w.bind(py)
+                .call_method1("set_exception", (exc.into_value(py),))?;
+        }
+        drop(lp);
+        result.and(closed).and(detached)
+    }
+}
+
+#[pymethods]
+impl StreamTransport {
+    /// `kind`: 0 socket, 1 read pipe, 2 write pipe. The Python subclass finishes the
+    /// set-up (extra info, `connection_made`, the waiter).
+    #[new]
+    #[pyo3(signature = (loop_, sock, protocol, kind=0, extra=None, server=None))]
+    fn new(
+        py: Python<'_>,
+        loop_: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        kind: u8,
+        extra: Option<Bound<'_, PyDict>>,
+        server: Option<PyObject>,
+    ) -> PyResult<Self> {
+        let core = loop_.downcast::<LoopCore>()?;
+        let fd: RawFd = sock.call_method0("fileno")?.extract()?;
+        let kind = match kind {
+            0 => Kind::Socket,
+            1 => Kind::ReadPipe,
+            2 => Kind::WritePipe,
+            _ => return Err(PyValueError::new_err("bad transport kind")),
+        };
+        let buffered = protocol.is_instance(names(py)?.buffered_protocol.bind(py))?;
+        core.get().note_transport(1);
+        Ok(StreamTransport {
+            fd,
+            kind,
+            st: GilCell::new(State {
+                loop_: Some(loop_.clone().unbind()),
+                sock: Some(sock.clone().unbind()),
+                protocol: Some(protocol.clone().unbind()),
+                server: server.filter(|s| !s.is_none(py)),
+                extra: Some(extra.unwrap_or_else(|| PyDict::new(py)).unbind()),
+                empty_waiter: None,
+                buffered,
+                protocol_connected: true,
+                protocol_paused: false,
+                conn_lost: 0,
+                closing: false,
+                paused: false,
+                eof: false,
+                reading: false,
+                writing: false,
+                high: DEFAULT_HIGH,
+                low: DEFAULT_HIGH / 4,
+                wbuf: WriteQueue::default(),
+            }),
+        })
+    }
+
+    /// Start reading, unless paused or closed meanwhile (scheduled after
+    /// `connection_made`).
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if !slf.get().is_reading()? {
+            return Ok(());
+        }
+        Self::set_reading(slf, true)
+    }
+
+    /// Stop and start watching for readability without touching the pause state
+    /// (write pipes watch for their reader going away).
+    fn _watch_readable(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
+        Self::set_reading(slf, on)
+    }
+
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (protocol, buffered) = {
+            let st = this.st.try_ref()?;
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            let Some(p) = st.protocol.as_ref() else {
+                return Ok(());
+            };
+            (p.clone_ref(py), st.buffered)
+        };
+        if this.kind == Kind::WritePipe {
+            // The reader closed its end: nothing more can be written.
+            let err = pyo3::exceptions::PyBrokenPipeError::new_err(());
+            let had_buffer = !this.st.try_ref()?.wbuf.is_empty();
+            if had_buffer {
+                return Self::force_close(slf, Some(err.into_value(py).into_any()));
+            }
+            return Self::close_impl(slf);
+        }
+        if buffered {
+            Self::read_buffered(slf, protocol.bind(py))
+        } else {
+            Self::read_data(slf, protocol.bind(py))
+        }
+    }
+
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::flush(slf)
+    }
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let view = ByteView::new(data)?;
+        if !this.write_checks(py, "write")? {
+            return Ok(());
+        }
+        let bytes = view.as_slice();
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut st = this.st.try_mut()?;
+        let mut offset = 0;
+        if st.wbuf.is_empty() {
+            match send_once(this.fd, bytes, this.sink()) {
+                Ok(n) => {
+                    if let Ok(core) = loop_core(py, &st.loop_) {
+                        core.get().note_io(0, n);
+                    }
+                    if n == bytes.len() {
+                        return Ok(());
+                    }
+                    offset = n;
+                }
+                Err(e) if is_retry(&e) => {}
+                Err(e) => {
+                    drop(st);
+                    return Self::fatal_error(slf, os_error(&e), this.write_error());
+                }
+            }
+            st.wbuf.push(data, bytes, offset);
+            drop(st);
+            Self::set_writing(slf, true)?;
+        } else {
+            st.wbuf.push(data, bytes, offset);
+            drop(st);
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let items: Vec<Bound<'_, PyAny>> = list_of_data.try_iter()?.collect::<PyResult<_>>()?;
+        let views: Vec<ByteView> = items.iter().map(ByteView::new).collect::<PyResult<_>>()?;
+        if !this.write_checks(py, "writelines")? {
+            return Ok(());
+        }
+        let was_empty = {
+            let mut st = this.st.try_mut()?;
+            let was_empty = st.wbuf.is_empty();
+            for (item, view) in items.iter().zip(&views) {
+                st.wbuf.push(item, view.as_slice(), 0);
+            }
+            if st.wbuf.is_empty() {
+                return Ok(());
+            }
+            was_empty
+        };
+        drop(views);
+        if was_empty {
+            Self::flush(slf)?;
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        if this.kind == Kind::ReadPipe {
+            return Err(pyo3::exceptions::PyNotImplementedError::new_err(()));
+        }
+        let empty = {
+            let mut st = this.st.try_mut()?;
+            if st.closing || st.eof {
+                return Ok(());
+            }
+            st.eof = true;
+            st.wbuf.is_empty()
+        };
+        if !empty {
+            return Ok(());
+        }
+        if this.kind == Kind::WritePipe {
+            // A pipe has no half-close: its EOF is closing the write end.
+            {
+                let mut st = this.st.try_mut()?;
+                st.closing = true;
+                st.conn_lost += 1;
+            }
+            Self::set_reading(slf, false)?;
+            let cb = slf.getattr(intern!(slf.py(), "_call_connection_lost"))?;
+            return Self::call_soon(slf, &cb, slf.py().None());
+        }
+        this.shutdown_write(slf.py())
+    }
+
+    fn can_write_eof(&self) -> bool {
+        self.kind != Kind::ReadPipe
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::close_impl(slf)
+    }
+
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::force_close(slf, None)
+    }
+
+    #[pyo3(signature = (exc, message="Fatal error on transport"))]
+    fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
+        Self::fatal_error(slf, PyErr::from_value(exc.clone()), message)
+    }
+
+    fn _force_close(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
+        let exc = if exc.is_none(slf.py()) {
+            None
+        } else {
+            Some(exc)
+        };
+        Self::force_close(slf, exc)
+    }
+
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
+        Self::call_connection_lost(slf, exc)
+    }
+
+    fn is_closing(&self) -> PyResult<bool> {
+        Ok(self.st.try_ref()?.closing)
+    }
+
+    fn is_reading(&self) -> PyResult<bool> {
+        let st = self.st.try_ref()?;
+        Ok(!st.closing && !st.paused)
+    }
+
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        if !this.is_reading()? {
+            return Ok(());
+        }
+        this.st.try_mut()?.paused = true;
+        Self::set_reading(slf, false)?;
+        if this.debug(slf.py()) {
+            Self::log_debug(slf, "%r pauses reading", None)?;
+        }
+        Ok(())
+    }
+
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        {
+            let mut st = this.st.try_mut()?;
+            if st.closing || !st.paused {
+                return Ok(());
+            }
+            st.paused = false;
+        }
+        Self::set_reading(slf, true)?;
+        if this.debug(slf.py()) {
+            Self::log_debug(slf, "%r resumes reading", None)?;
+        }
+        Ok(())
+    }
+
+    fn set_protocol(&self, py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let buffered = protocol.is_instance(names(py)?.buffered_protocol.bind(py))?;
+        let mut st = self.st.try_mut()?;
+        st.protocol = Some(protocol.clone().unbind());
+        st.buffered = buffered;
+        st.protocol_connected = true;
+        Ok(())
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(self
+            .st
+            .try_ref()?
+            .protocol
+            .as_ref()
+            .map_or_else(|| py.None(), |p| p.clone_ref(py)))
+    }
+
+    #[pyo3(signature = (name, default=None))]
+    fn get_extra_info(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        default: Option<PyObject>,
+    ) -> PyResult<PyObject> {
+        let st = self.st.try_ref()?;
+        if let Some(extra) = &st.extra {
+            if let Some(v) = extra.bind(py).get_item(name)? {
+                return Ok(v.unbind());
+            }
+        }
+        Ok(default.unwrap_or_else(|| py.None()))
+    }
+
+    #[getter]
+    fn _extra(&self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
+        Ok(self.st.try_ref()?.extra.as_ref().map(|e| e.clone_ref(py)))
+    }
+
+    fn get_write_buffer_size(&self) -> PyResult<usize> {
+        Ok(self.st.try_ref()?.wbuf.len())
+    }
+
+    fn get_write_buffer_limits(&self) -> PyResult<(usize, usize)> {
+        let st = self.st.try_ref()?;
+        Ok((st.low, st.high))
+    }
+
+    #[pyo3(signature = (high=None, low=None))]
+    fn set_write_buffer_limits(
+        slf: &Bound<'_, Self>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let high = high.filter(|h| !h.is_none());
+        let low = low.filter(|l| !l.is_none());
+        let high: Bound<'_, PyAny> = match (high, &low) {
+            (Some(h), _) => h.clone(),
+            (None, None) => DEFAULT_HIGH.into_pyobject(py)?.into_any(),
+            (None, Some(l)) => l.mul(4)?,
+        };
+        let low: Bound<'_, PyAny> = match low {
+            Some(l) => l.clone(),
+            None => high.floor_div(4)?,
+        };
+        let zero = 0i64.into_pyobject(py)?;
+        if !(high.ge(&low)? && low.ge(&zero)?) {
+            return Err(PyValueError::new_err(format!(
+                "high ({}) must be >= low ({}) must be >= 0",
+                high.repr()?,
+                low.repr()?
+            )));
+        }
+        {
+            let mut st = slf.get().st.try_mut()?;
+            st.high = high.extract()?;
+            st.low = low.extract()?;
+        }
+        Self::maybe_pause_protocol(slf)
+    }
+
+    /// For sendfile: a future done once everything queued is written.
+    fn _make_empty_waiter(&self, py: Python<'_>) -> PyResult<PyObject> {
+        let mut st = self.st.try_mut()?;
+        if st.empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err("Empty waiter is already set"));
+        }
+        let lp = st
+            .loop_
+            .as_ref()
+            .ok_or_else(|| PyRuntimeError::new_err("the transport is closed"))?;
+        let waiter = lp.bind(py).call_method0("create_future")?;
+        if st.wbuf.is_empty() {
+            waiter.call_method1("set_result", (py.None(),))?;
+        }
+        st.empty_waiter = Some(waiter.clone().unbind());
+        Ok(waiter.unbind())
+    }
+
+    fn _reset_empty_waiter(&self) -> PyResult<()> {
+        self.st.try_mut()?.empty_waiter = None;
+        Ok(())
+    }
+
+    #[getter]
+    fn _sock(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+        Ok(self.st.try_ref()?.sock.as_ref().map(|s| s.clone_ref(py)))
+    }
+
+    #[getter]
+    fn _sock_fd(&self) -> RawFd {
+        self.fd
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+        Ok(self.st.try_ref()?.loop_.as_ref().map(|s| s.clone_ref(py)))
+    }
+
+    #[getter]
+    fn _protocol(&self, py: Python<'_>) -> PyResult<PyObject> {
+        self.get_protocol(py)
+    }
+
+    #[getter]
+    fn _server(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+        Ok(self.st.try_ref()?.server.as_ref().map(|s| s.clone_ref(py)))
+    }
+
+    #[getter]
+    fn _conn_lost(&self) -> PyResult<u32> {
+        Ok(self.st.try_ref()?.conn_lost)
+    }
+
+    #[getter]
+    fn _closing(&self) -> PyResult<bool> {
+        Ok(self.st.try_ref()?.closing)
+    }
+
+    #[getter]
+    fn _paused(&self) -> PyResult<bool> {
+        Ok(self.st.try_ref()?.paused)
+    }
+
+    #[getter]
+    fn _eof(&self) -> PyResult<bool> {
+        Ok(self.st.try_ref()?.eof)
+    }
+
+    #[getter]
+    fn _protocol_paused(&self) -> PyResult<bool> {
+        Ok(self.st.try_ref()?.protocol_paused)
+    }
+
+    /// `read=polling|idle write=<polling|idle, bufsize=N>`, as the stock repr shows.
+    fn _state_repr(&self) -> PyResult<String> {
+        let st = self.st.try_ref()?;
+        Ok(format!(
+            "read={} write=<{}, bufsize={}>",
+            if st.reading { "polling" } else { "idle" },
+            if st.writing { "polling" } else { "idle" },
+            st.wbuf.len()
+        ))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(st) = self.st.peek() {
+            for o in [
+                &st.loop_,
+                &st.sock,
+                &st.protocol,
+                &st.server,
+                &st.empty_waiter,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                visit.call(o)?;
+            }
+            if let Some(e) = &st.extra {
+                visit.call(e)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let taken = match self.st.try_mut() {
+            Ok(mut st) => (
+                st.loop_.take(),
+                st.protocol.take(),
+                st.server.take(),
+                st.empty_waiter.take(),
+                st.extra.take(),
+            ),
+            Err(_) => return,
+        };
+        drop(taken);
+    }
+}
