@@ -23,8 +23,8 @@ from asyncio import coroutines, events, futures, tasks
 from asyncio.log import logger
 
 from . import _helpers
-from ._oxloop import LoopCore, _set_helpers
 from ._net import NetMethods
+from ._oxloop import LoopCore, _set_helpers
 from ._sock import SockMethods
 
 _set_helpers(
