@@ -386,7 +386,7 @@ class NetMethods:
             sock.setblocking(False)
             if local_infos is not None:
                 for lfamily, _, _, _, laddr in local_infos:
-                    if _PY312 and lfamily != family:
+                    if lfamily != family:
                         continue
                     try:
                         sock.bind(laddr)
@@ -398,7 +398,7 @@ class NetMethods:
                 else:
                     if mine:
                         raise mine.pop()
-                    raise OSError(f"no matching local address with family={family} found")
+                    raise OSError(f"no matching local address with {family=} found")
             await self.sock_connect(sock, address)
             return sock
         except OSError as exc:
