@@ -124,7 +124,7 @@ impl StreamTransport {
         drop(st);
         if on {
             let cb = slf.getattr(intern!(py, "_read_ready"))?;
-            LoopCore::watch_fd(&core, this.fd, &cb, false)
+            LoopCore::watch_fd(&core, this.fd, &cb, false, true)
         } else {
             LoopCore::unwatch_fd(&core, this.fd, false)
         }
@@ -142,7 +142,7 @@ impl StreamTransport {
         drop(st);
         if on {
             let cb = slf.getattr(intern!(py, "_write_ready"))?;
-            LoopCore::watch_fd(&core, this.fd, &cb, true)
+            LoopCore::watch_fd(&core, this.fd, &cb, true, true)
         } else {
             LoopCore::unwatch_fd(&core, this.fd, true)
         }
@@ -291,8 +291,13 @@ impl StreamTransport {
             Err(e) => Self::fatal_error(slf, os_error(&e), this.read_error()),
             Ok(data) if data.as_bytes().is_empty() => Self::on_eof(slf, protocol),
             Ok(data) => {
+                let n = data.as_bytes().len();
                 if let Ok(core) = this.core(py) {
-                    core.get().note_io(data.as_bytes().len(), 0);
+                    core.get().note_io(n, 0);
+                    if n == MAX_READ {
+                        // Maybe more to read: have the poll report the fd again.
+                        core.get().rearm_fd(this.fd)?;
+                    }
                 }
                 let r = protocol.call_method1(intern!(py, "data_received"), (data,));
                 Self::protocol_call(slf, r, "Fatal error: protocol.data_received() call failed.")
@@ -320,13 +325,8 @@ impl StreamTransport {
         else {
             return Ok(());
         };
-        let n = unsafe {
-            libc::read(
-                this.fd,
-                view.ptr() as *mut libc::c_void,
-                view.as_slice().len(),
-            )
-        };
+        let room = view.as_slice().len();
+        let n = unsafe { libc::read(this.fd, view.ptr() as *mut libc::c_void, room) };
         drop(view);
         if n < 0 {
             let e = std::io::Error::last_os_error();
@@ -340,6 +340,9 @@ impl StreamTransport {
         }
         if let Ok(core) = this.core(py) {
             core.get().note_io(n as usize, 0);
+            if n as usize == room {
+                core.get().rearm_fd(this.fd)?;
+            }
         }
         let r = protocol.call_method1(intern!(py, "buffer_updated"), (n,));
         Self::protocol_call(
