@@ -10,7 +10,9 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -765,8 +767,28 @@ impl StreamTransport {
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let items: Vec<Bound<'_, PyAny>> = list_of_data.try_iter()?.collect::<PyResult<_>>()?;
-        let views: Vec<ByteView> = items.iter().map(ByteView::new).collect::<PyResult<_>>()?;
+        // The stock TypeErrors: 3.12+ takes a memoryview of each item, older versions
+        // join the items into one bytes.
+        let modern = py.version_info() >= (3, 12);
+        let items: Vec<Bound<'_, PyAny>> = match list_of_data.try_iter() {
+            Ok(it) => it.collect::<PyResult<_>>()?,
+            Err(e) if modern => return Err(e),
+            Err(_) => return Err(PyTypeError::new_err("can only join an iterable")),
+        };
+        let mut views = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match ByteView::new(item) {
+                Ok(v) => views.push(v),
+                Err(_) => {
+                    let kind = item.get_type().name()?;
+                    return Err(PyTypeError::new_err(if modern {
+                        format!("memoryview: a bytes-like object is required, not '{kind}'")
+                    } else {
+                        format!("sequence item {i}: expected a bytes-like object, {kind} found")
+                    }));
+                }
+            }
+        }
         if !this.write_checks(py, "writelines")? {
             return Ok(());
         }
