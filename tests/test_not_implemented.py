@@ -33,9 +33,6 @@ def _calls(loop, tmp_path, resources):
             _Proto, str(tmp_path / "u.sock")
         ),
         "create_unix_server": lambda: loop.create_unix_server(_Proto, str(tmp_path / "s.sock")),
-        "create_datagram_endpoint": lambda: loop.create_datagram_endpoint(
-            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
-        ),
         "connect_read_pipe": lambda: loop.connect_read_pipe(_Proto, rpipe),
         "connect_write_pipe": lambda: loop.connect_write_pipe(_Proto, wpipe),
         "subprocess_exec": lambda: loop.subprocess_exec(asyncio.SubprocessProtocol, "true"),
@@ -51,7 +48,6 @@ METHODS = [
     "create_server",
     "create_unix_connection",
     "create_unix_server",
-    "create_datagram_endpoint",
     "connect_read_pipe",
     "connect_write_pipe",
     "subprocess_exec",

@@ -23,6 +23,7 @@ from asyncio import coroutines, events, futures, tasks
 from asyncio.log import logger
 
 from . import _helpers
+from ._datagram import DatagramMethods
 from ._oxloop import LoopCore, _set_helpers
 from ._sock import SockMethods
 
@@ -62,7 +63,7 @@ def _not_yet(name: str):
     return method
 
 
-class Loop(SockMethods, LoopCore, asyncio.AbstractEventLoop):
+class Loop(SockMethods, DatagramMethods, LoopCore, asyncio.AbstractEventLoop):
     """An asyncio event loop whose core runs in Rust."""
 
     def __init__(self) -> None:
@@ -463,7 +464,6 @@ class Loop(SockMethods, LoopCore, asyncio.AbstractEventLoop):
     create_unix_connection = _not_yet("create_unix_connection")
     create_unix_server = _not_yet("create_unix_server")
     connect_accepted_socket = _not_yet("connect_accepted_socket")
-    create_datagram_endpoint = _not_yet("create_datagram_endpoint")
     connect_read_pipe = _not_yet("connect_read_pipe")
     connect_write_pipe = _not_yet("connect_write_pipe")
     # --------------------------------------------- built by the subprocess issue
