@@ -364,22 +364,7 @@ impl DatagramTransport {
                 logger(py)?.call_method("debug", ("%r: %s", slf, message), Some(&kwargs))?;
             }
         } else {
-            let (lp, protocol) = {
-                let st = slf.get().st.try_ref()?;
-                (
-                    st.loop_.as_ref().map(|l| l.clone_ref(py)),
-                    st.protocol.as_ref().map(|p| p.clone_ref(py)),
-                )
-            };
-            if let Some(lp) = lp {
-                let ctx = PyDict::new(py);
-                ctx.set_item("message", message)?;
-                ctx.set_item("exception", err.value(py))?;
-                ctx.set_item("transport", slf)?;
-                ctx.set_item("protocol", protocol)?;
-                lp.bind(py)
-                    .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-            }
+            Self::report(slf, &err, message)?;
         }
         Self::force_close(slf, Some(err.into_value(py).into_any()))
     }
@@ -553,11 +538,9 @@ impl DatagramTransport {
         Ok(())
     }
 
-    fn report_flow(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+    /// `loop.call_exception_handler` with the transport and protocol.
+    fn report(slf: &Bound<'_, Self>, err: &PyErr, message: &str) -> PyResult<()> {
         let py = slf.py();
-        if must_propagate(py, &err) {
-            return Err(err);
-        }
         let (lp, protocol) = {
             let st = slf.get().st.try_ref()?;
             (
@@ -565,16 +548,25 @@ impl DatagramTransport {
                 st.protocol.as_ref().map(|p| p.clone_ref(py)),
             )
         };
-        if let Some(lp) = lp {
-            let ctx = PyDict::new(py);
-            ctx.set_item("message", message)?;
-            ctx.set_item("exception", err.value(py))?;
-            ctx.set_item("transport", slf)?;
-            ctx.set_item("protocol", protocol)?;
-            lp.bind(py)
-                .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-        }
+        let Some(lp) = lp else {
+            return Ok(());
+        };
+        let ctx = PyDict::new(py);
+        ctx.set_item("message", message)?;
+        ctx.set_item("exception", err.value(py))?;
+        ctx.set_item("transport", slf)?;
+        ctx.set_item("protocol", protocol)?;
+        lp.bind(py)
+            .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
         Ok(())
+    }
+
+    /// A failed `pause_writing`/`resume_writing` is reported; the transport goes on.
+    fn report_flow(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        if must_propagate(slf.py(), &err) {
+            return Err(err);
+        }
+        Self::report(slf, &err, message)
     }
 
     fn call_connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {

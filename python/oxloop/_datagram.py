@@ -38,7 +38,7 @@ def _set_result_unless_cancelled(fut, result) -> None:
 class _TransportClass(asyncio.Transport, asyncio.DatagramTransport):
     """What a datagram transport reports as its `__class__`.
 
-    The stock transport is an `asyncio.Transport` (and, from 3.11, an
+    The stock transport is an `asyncio.Transport` (and, from 3.12, an
     `asyncio.DatagramTransport`), and callers check that with `isinstance`. A class
     cannot inherit from both a Rust class and those (their `__slots__` make the instance
     layouts conflict), and they are not ABCs one could register with; `isinstance` also
