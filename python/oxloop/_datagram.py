@@ -20,6 +20,7 @@ from asyncio import trsock
 from asyncio.log import logger
 
 from ._oxloop import DatagramTransport
+from ._transports import TransportMixin, virtual
 
 _PY311 = sys.version_info >= (3, 11)
 _PY313 = sys.version_info >= (3, 13)
@@ -35,47 +36,11 @@ def _set_result_unless_cancelled(fut, result) -> None:
         fut.set_result(result)
 
 
-class _TransportClass(asyncio.Transport, asyncio.DatagramTransport):
-    """What a datagram transport reports as its `__class__`.
-
-    The stock transport is an `asyncio.Transport` (and, from 3.12, an
-    `asyncio.DatagramTransport`), and callers check that with `isinstance`. A class
-    cannot inherit from both a Rust class and those (their `__slots__` make the instance
-    layouts conflict), and they are not ABCs one could register with; `isinstance` also
-    consults `__class__`, so the transport names this stand-in there. `type(transport)`
-    stays the real class.
-    """
-
+class DatagramSocketTransport(TransportMixin, DatagramTransport):
     __slots__ = ()
 
 
-class DatagramSocketTransport(DatagramTransport):
-    __slots__ = ()
-
-    @property
-    def __class__(self):
-        return _TransportClass
-
-    def __repr__(self) -> str:
-        info = [type(self).__name__]
-        if self._sock is None:
-            info.append("closed")
-        elif self._closing:
-            info.append("closing")
-        info.append(f"fd={self._sock_fd}")
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            info.append(self._state_repr())
-        return "<{}>".format(" ".join(info))
-
-    def __del__(self, _warn=warnings.warn) -> None:
-        sock = self._sock
-        if sock is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            sock.close()
-
-
-_TransportClass.__name__ = _TransportClass.__qualname__ = DatagramSocketTransport.__name__
+virtual(DatagramSocketTransport, asyncio.Transport, asyncio.DatagramTransport)
 
 
 def make_datagram_transport(loop, sock, protocol, address=None, waiter=None, extra=None):
