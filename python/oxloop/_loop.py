@@ -25,6 +25,7 @@ from asyncio.log import logger
 from . import _helpers
 from ._net import NetMethods
 from ._oxloop import LoopCore, _set_helpers
+from ._process import ProcessMethods
 from ._sock import SockMethods
 
 _set_helpers(
@@ -63,7 +64,7 @@ def _not_yet(name: str):
     return method
 
 
-class Loop(NetMethods, SockMethods, LoopCore, asyncio.AbstractEventLoop):
+class Loop(ProcessMethods, NetMethods, SockMethods, LoopCore, asyncio.AbstractEventLoop):
     """An asyncio event loop whose core runs in Rust."""
 
     def __init__(self) -> None:
@@ -78,6 +79,7 @@ class Loop(NetMethods, SockMethods, LoopCore, asyncio.AbstractEventLoop):
         self._signal_socks = None  # (read end, write end) once a signal handler exists
         self._signals = set()
         self._unix_inodes = {}  # listening Unix socket -> inode, to unlink on close (3.13)
+        self._child_watches = {}  # pid -> _process._ChildWatch of each child not reaped yet
         self.set_debug(coroutines._is_debug_mode())
         stall_ms = os.environ.get("OXLOOP_STALL_MS", "").strip()
         if stall_ms:
@@ -172,6 +174,7 @@ class Loop(NetMethods, SockMethods, LoopCore, asyncio.AbstractEventLoop):
                     self.remove_signal_handler(sig)
         if self.get_debug():
             logger.debug("Close %r", self)
+        self._close_children()
         self._close_core()
         if self._signal_socks is not None:
             for s in self._signal_socks:
@@ -459,9 +462,6 @@ class Loop(NetMethods, SockMethods, LoopCore, asyncio.AbstractEventLoop):
 
     # ------------------------------------------- built by the transports issue
     create_datagram_endpoint = _not_yet("create_datagram_endpoint")
-    # --------------------------------------------- built by the subprocess issue
-    subprocess_shell = _not_yet("subprocess_shell")
-    subprocess_exec = _not_yet("subprocess_exec")
 
 
 def _set_result_unless_cancelled(fut, result) -> None:
