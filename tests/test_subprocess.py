@@ -753,7 +753,12 @@ def test_close_loop_with_children_running_leaves_no_zombies(watch_mode):
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
     assert proc.returncode is None  # the loop never delivered it: closed
-    assert proc._transport.get_extra_info("subprocess").returncode == -signal.SIGKILL
+    # The reaping thread records the status in the Popen right after reaping it.
+    popen = proc._transport.get_extra_info("subprocess")
+    deadline = time.monotonic() + LIVENESS
+    while popen.returncode is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert popen.returncode == -signal.SIGKILL
 
 
 def test_exit_watching_modes(watch_mode):

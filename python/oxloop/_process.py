@@ -188,9 +188,12 @@ class ProcessMethods:
             if watch.detach():
                 left.append(watch)
         if left:
-            threading.Thread(
-                target=_reap_all, args=(left,), name="oxloop-reaper", daemon=True
-            ).start()
+            try:
+                threading.Thread(
+                    target=_reap_all, args=(left,), name="oxloop-reaper", daemon=True
+                ).start()
+            except RuntimeError:
+                pass  # interpreter shutdown: the children go to init, which reaps them
 
 
 def _reap_all(watches) -> None:
@@ -221,10 +224,7 @@ class _ChildWatch:
         except (AttributeError, OSError):
             pidfd = None
         if pidfd is None:
-            thread = threading.Thread(
-                target=self._wait_blocking, name=f"oxloop-waitpid-{self.pid}", daemon=True
-            )
-            thread.start()
+            self._start_thread()
         else:
             self.pidfd = pidfd
             try:
@@ -234,6 +234,12 @@ class _ChildWatch:
                 os.close(pidfd)
                 raise
         self.loop._child_watches[self.pid] = self
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._wait_blocking, name=f"oxloop-waitpid-{self.pid}", daemon=True
+        )
+        thread.start()
 
     def send_signal(self, sig) -> bool:
         """Signal the child through its pidfd (no pid-reuse race); False without one."""
@@ -258,7 +264,11 @@ class _ChildWatch:
             returncode = None
         else:
             if pid == 0:
-                return  # not exited after all
+                # Readable yet not exited: not expected from a pidfd, but a level-triggered
+                # reader must not spin on it. Wait in a thread instead.
+                self._close_pidfd()
+                self._start_thread()
+                return
             returncode = os.waitstatus_to_exitcode(status)
         self._close_pidfd()
         self._deliver(returncode)
