@@ -5,7 +5,9 @@ Three workloads, each through `asyncio.create_subprocess_exec` and its streams:
 * `cat`:    the parent writes N bytes to `cat`'s stdin and reads them back from its stdout
             (both pipes busy at once; every byte counted, the first KiB compared);
 * `stdin`:  the parent writes N bytes to `cat > /dev/null`;
-* `stdout`: the parent reads N bytes that `head -c N /dev/zero` writes.
+* `stdout`: the parent reads N bytes that `dd if=/dev/zero bs=1M` writes (large writes:
+            with a producer writing 8 KiB at a time, as `head -c` does, a reader that keeps
+            up wakes once per 8 KiB and a slower reader gets more per wake-up).
 
 Each measurement is one child, from spawn to exit, in bytes per second of payload. The
 loops are interleaved round by round (oxloop, asyncio, uvloop, oxloop, ...) so drift on a
@@ -89,7 +91,12 @@ async def into_stdin(size, chunk):
 
 async def from_stdout(size, chunk):
     proc = await asyncio.create_subprocess_exec(
-        "head", "-c", str(size), "/dev/zero", stdout=asyncio.subprocess.PIPE
+        "dd",
+        "if=/dev/zero",
+        "bs=1M",
+        f"count={size >> 20}",
+        "status=none",
+        stdout=asyncio.subprocess.PIPE,
     )
     got = 0
     while True:

@@ -731,8 +731,8 @@ def watch_mode(request, monkeypatch):
 
 
 def test_close_loop_with_children_running_leaves_no_zombies(watch_mode):
-    # Stock closes without reaping (a zombie per child on 3.12's pidfd watcher, children
-    # left running with 3.10/3.11's threaded watcher). oxloop kills the children of
+    # Stock closes without reaping: 3.10/3.11 leave the children running, 3.12+ kill them
+    # when the transport is collected and leave zombies. oxloop kills the children of
     # unclosed transports (warning as their garbage collection would) and reaps them all.
     fds = open_fds()
     loop = oxloop.new_event_loop()
