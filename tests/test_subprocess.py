@@ -469,6 +469,39 @@ def test_start_new_session_and_process_group(any_loop):
         assert results[1] == b"False True\n"
 
 
+def test_umask_and_pipesize(any_loop):
+    code = "import os, fcntl; print(oct(os.umask(0)), fcntl.fcntl(1, 1032))"  # F_GETPIPE_SZ
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            *py(code), stdout=subprocess.PIPE, umask=0o027, pipesize=1 << 17
+        )
+        out, _ = await proc.communicate()
+        return out
+
+    assert run(any_loop, main()) == f"0o27 {1 << 17}\n".encode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing user and groups needs root")
+def test_user_group_extra_groups(any_loop):
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            "sh",
+            "-c",
+            "id -u; id -g; id -G",
+            stdout=subprocess.PIPE,
+            cwd="/",
+            user=65534,
+            group=65534,
+            extra_groups=[65533],
+        )
+        out, _ = await proc.communicate()
+        return out.decode().split("\n")
+
+    uid, gid, groups, _ = run(any_loop, main())
+    assert (uid, gid, sorted(groups.split())) == ("65534", "65534", ["65533", "65534"])
+
+
 def test_shell_command_as_bytes(any_loop):
     async def main():
         proc = await asyncio.create_subprocess_shell(b"echo bytes; exit 4", stdout=subprocess.PIPE)

@@ -172,6 +172,9 @@ class ProcessMethods:
         watches.clear()
         left = []
         for watch in pending:
+            # Detached first: a waitpid thread that wakes from here on records the status
+            # in the Popen itself instead of queueing it on a loop that won't run again.
+            needs_reaping = watch.detach()
             transport = watch.transport
             if not transport._closed:
                 warnings.warn(
@@ -185,7 +188,7 @@ class ProcessMethods:
                 except Exception:
                     logger.exception("Error closing %r on loop close", transport)
             transport._drop_pipes()
-            if watch.detach():
+            if needs_reaping:
                 left.append(watch)
         if left:
             try:
@@ -280,16 +283,15 @@ class _ChildWatch:
             returncode = None
         else:
             returncode = os.waitstatus_to_exitcode(status)
+            # Recorded at once: the Popen must not look alive (to Popen.__del__, or to a
+            # send_signal meanwhile) once its pid is free for reuse.
+            self.set_popen_returncode(returncode)
         if self.detached:
-            if returncode is not None:
-                self.set_popen_returncode(returncode)
             return
         try:
             self.loop.call_soon_threadsafe(self._deliver, returncode)
         except RuntimeError:
-            # The loop closed meanwhile: the child is reaped all the same.
-            if returncode is not None:
-                self.set_popen_returncode(returncode)
+            pass  # the loop closed meanwhile: the child is reaped all the same
 
     def _deliver(self, returncode) -> None:
         if self.detached:
