@@ -4,7 +4,7 @@ The engine (ready queue, timers, polling, readers/writers, signal dispatch) is t
 `LoopCore`; this class adds what runs once per call or only on slow paths: the
 run_forever/run_until_complete wrappers, tasks and task factories, the exception handler,
 the default executor, name resolution, signal-handler installation and async generator
-hooks. Methods built by later work raise NotImplementedError naming themselves.
+hooks.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from asyncio import coroutines, events, futures, tasks
 from asyncio.log import logger
 
 from . import _helpers
+from ._datagram import DatagramMethods
 from ._net import NetMethods
 from ._oxloop import LoopCore, _set_helpers
 from ._process import ProcessMethods
@@ -55,16 +56,9 @@ def _ignore_signal(signum, frame) -> None:
     """C-level handler: the wakeup fd does the work, the loop runs the real callback."""
 
 
-def _not_yet(name: str):
-    async def method(self, *args, **kwargs):
-        raise NotImplementedError(f"oxloop: loop.{name}() is not implemented yet")
-
-    method.__name__ = name
-    method.__qualname__ = f"Loop.{name}"
-    return method
-
-
-class Loop(ProcessMethods, NetMethods, SockMethods, LoopCore, asyncio.AbstractEventLoop):
+class Loop(
+    ProcessMethods, NetMethods, DatagramMethods, SockMethods, LoopCore, asyncio.AbstractEventLoop
+):
     """An asyncio event loop whose core runs in Rust."""
 
     def __init__(self) -> None:
@@ -459,9 +453,6 @@ class Loop(ProcessMethods, NetMethods, SockMethods, LoopCore, asyncio.AbstractEv
                         "asyncgen": agen,
                     }
                 )
-
-    # ------------------------------------------- built by the transports issue
-    create_datagram_endpoint = _not_yet("create_datagram_endpoint")
 
 
 def _set_result_unless_cancelled(fut, result) -> None:
