@@ -9,10 +9,12 @@ Three workloads, each through `asyncio.create_subprocess_exec` and its streams:
             with a producer writing 8 KiB at a time, as `head -c` does, a reader that keeps
             up wakes once per 8 KiB and a slower reader gets more per wake-up).
 
-Each measurement is one child, from spawn to exit, in bytes per second of payload. The
-loops are interleaved round by round (oxloop, asyncio, uvloop, oxloop, ...) so drift on a
-shared machine hits them alike; the table shows medians and each loop's throughput
-relative to uvloop's.
+Each measurement is one child, from spawn to exit, in bytes per second of payload, and the
+parent's CPU time (user + system, `resource.getrusage`; the child's own is not counted) per
+MiB moved. The loops take turns round by round (A B C, B C A, ...) so drift on a shared
+machine hits them alike; the table shows medians and each loop's throughput relative to
+uvloop's. `--loops` may name stock asyncio twice (`asyncio,asyncio-2`) as an A/A control;
+`--json PATH` also writes every measurement (bench/bench.py runs it that way).
 
     python bench/pipe_throughput.py [--size-mb 128] [--rounds 5] [--chunk-kb 256]
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import resource
 import statistics
 import sys
 import time
@@ -36,7 +40,7 @@ except ImportError:  # pragma: no cover - reported in the output
 def make_loop(kind):
     if kind == "oxloop":
         return oxloop.new_event_loop()
-    if kind == "asyncio":
+    if kind.startswith("asyncio"):
         return asyncio.SelectorEventLoop()
     return uvloop.new_event_loop()
 
@@ -114,14 +118,18 @@ WORKLOADS = {"cat": through_cat, "stdin": into_stdin, "stdout": from_stdout}
 
 
 def measure(kind, workload, size, chunk):
+    """One child through `workload` on a fresh loop: (bytes per second, CPU s per MiB)."""
     loop = make_loop(kind)
     try:
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         moved = loop.run_until_complete(WORKLOADS[workload](size, chunk))
         elapsed = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
     finally:
         loop.close()
-    return moved / elapsed
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return moved / elapsed, cpu / (moved / (1 << 20))
 
 
 def main():
@@ -130,10 +138,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--chunk-kb", type=int, default=256, help="write/read size (KiB)")
     ap.add_argument("--workloads", default="cat,stdin,stdout")
+    ap.add_argument("--loops", help="comma-separated (default: oxloop,asyncio,uvloop)")
+    ap.add_argument("--json", metavar="PATH", help="also write every measurement here")
     args = ap.parse_args()
     size = args.size_mb << 20
     chunk = args.chunk_kb << 10
-    loops = ["oxloop", "asyncio"] + (["uvloop"] if uvloop is not None else [])
+    if args.loops:
+        loops = args.loops.split(",")
+    else:
+        loops = ["oxloop", "asyncio"] + (["uvloop"] if uvloop is not None else [])
+    if uvloop is None and "uvloop" in loops:
+        loops.remove("uvloop")
     workloads = args.workloads.split(",")
     print(
         f"Python {sys.version.split()[0]}, {args.size_mb} MiB per child, "
@@ -142,26 +157,44 @@ def main():
     if uvloop is None:
         print("uvloop not installed: no ratios")
     rates = {(w, k): [] for w in workloads for k in loops}
+    cpus = {(w, k): [] for w in workloads for k in loops}
     for w in workloads:
         for k in loops:  # warm-up, not counted
             measure(k, w, min(size, 8 << 20), chunk)
     for r in range(args.rounds):
+        order = loops[r % len(loops) :] + loops[: r % len(loops)]
         for w in workloads:
-            for k in loops:
-                rates[w, k].append(measure(k, w, size, chunk))
+            for k in order:
+                rate, cpu = measure(k, w, size, chunk)
+                rates[w, k].append(rate)
+                cpus[w, k].append(cpu)
         print(f"  round {r + 1}/{args.rounds} done", file=sys.stderr)
     print()
-    print("| workload | loop | median MB/s | min | max | vs uvloop |")
-    print("|---|---|---|---|---|---|")
+    print("| workload | loop | median MB/s | min | max | vs uvloop | CPU ms/MiB |")
+    print("|---|---|---|---|---|---|---|")
     for w in workloads:
-        base = statistics.median(rates[w, "uvloop"]) if uvloop is not None else None
+        base = statistics.median(rates[w, "uvloop"]) if "uvloop" in loops else None
         for k in loops:
             xs = rates[w, k]
             med = statistics.median(xs)
             ratio = f"{med / base:.2f}x" if base else "-"
             print(
                 f"| `{w}` | {k} | {med / 1e6:.0f} | {min(xs) / 1e6:.0f} | "
-                f"{max(xs) / 1e6:.0f} | {ratio} |"
+                f"{max(xs) / 1e6:.0f} | {ratio} | {statistics.median(cpus[w, k]) * 1e3:.3f} |"
+            )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "size_mb": args.size_mb,
+                    "chunk_kb": args.chunk_kb,
+                    "rounds": args.rounds,
+                    "loops": loops,
+                    "rates": {f"{w}/{k}": rates[w, k] for w in workloads for k in loops},
+                    "cpu_s_per_mib": {f"{w}/{k}": cpus[w, k] for w in workloads for k in loops},
+                },
+                f,
+                indent=1,
             )
 
 
