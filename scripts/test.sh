@@ -25,8 +25,8 @@ PYO3_PYTHON="$ROOT/.venv-$lint_v/bin/python" CARGO_TARGET_DIR="$ROOT/target/py$l
 echo "== cargo test"
 PYO3_PYTHON="$ROOT/.venv-$lint_v/bin/python" CARGO_TARGET_DIR="$ROOT/target/py$lint_v" \
   cargo test --release -q
-"$ROOT/.venv-$lint_v/bin/ruff" check python tests conformance examples scripts
-"$ROOT/.venv-$lint_v/bin/ruff" format --check python tests conformance examples
+"$ROOT/.venv-$lint_v/bin/ruff" check python tests conformance examples scripts bench
+"$ROOT/.venv-$lint_v/bin/ruff" format --check python tests conformance examples bench
 
 failed=0
 echo "== CPython test_asyncio conformance (${present[*]})"
