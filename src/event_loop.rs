@@ -121,6 +121,9 @@ pub struct LoopCore {
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
     open_transports: AtomicI64,
+    /// fd -> weak reference to the transport that owns it: the public reader/writer
+    /// methods refuse such an fd while the transport is open, as stock.
+    transport_fds: GilCell<HashMap<RawFd, PyObject>>,
 }
 
 impl LoopCore {
@@ -135,6 +138,31 @@ impl LoopCore {
     /// A transport opened (+1) or finished (-1).
     pub fn note_transport(&self, delta: i64) {
         self.open_transports.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// The transport owning `fd` is gone.
+    pub fn release_fd(&self, fd: RawFd) {
+        if let Ok(mut t) = self.transport_fds.try_mut() {
+            t.remove(&fd);
+        }
+    }
+
+    /// RuntimeError if an open transport owns the fd of `fileobj`.
+    fn ensure_fd_no_transport(&self, py: Python<'_>, fileobj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let fd = fileobj_to_fd(fileobj)?;
+        let weak = match self.transport_fds.try_ref()?.get(&fd) {
+            Some(w) => w.clone_ref(py),
+            None => return Ok(()),
+        };
+        let transport = weak.bind(py).call0()?;
+        if transport.is_none() || transport.call_method0("is_closing")?.is_truthy()? {
+            return Ok(());
+        }
+        Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+            "File descriptor {} is used by transport {}",
+            fileobj.repr()?,
+            transport.repr()?
+        )))
     }
 
     /// `call_soon` for the core's own users (transports): no debug checks.
@@ -639,6 +667,7 @@ impl LoopCore {
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             open_transports: AtomicI64::new(0),
+            transport_fds: GilCell::new(HashMap::new()),
         })
     }
 
@@ -830,6 +859,8 @@ impl LoopCore {
         let fds: Vec<_> = self.fds.try_mut()?.drain().collect();
         let signals = self.signals.try_mut()?.drain();
         let waker = self.waker.try_mut()?.take();
+        let owned: Vec<_> = self.transport_fds.try_mut()?.drain().collect();
+        drop(owned);
         self.poller.close();
         drop((timers, ready, fds, signals, waker, deadline));
         Ok(())
@@ -904,6 +935,7 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
     ) -> PyResult<()> {
+        slf.get().ensure_fd_no_transport(slf.py(), fd)?;
         Self::set_reader_or_writer(slf, fd, callback, args, false).map(drop)
     }
 
@@ -935,15 +967,27 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
     ) -> PyResult<()> {
+        slf.get().ensure_fd_no_transport(slf.py(), fd)?;
         Self::set_reader_or_writer(slf, fd, callback, args, true).map(drop)
     }
 
     fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        slf.get().ensure_fd_no_transport(slf.py(), fd)?;
         Self::unset_reader_or_writer(slf, fd, false)
     }
 
     fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        slf.get().ensure_fd_no_transport(slf.py(), fd)?;
         Self::unset_reader_or_writer(slf, fd, true)
+    }
+
+    /// Record that `transport` owns `fd` (see `ensure_fd_no_transport`).
+    fn _claim_fd(&self, fd: RawFd, transport: &Bound<'_, PyAny>) -> PyResult<()> {
+        let weak = pyo3::types::PyWeakrefReference::new(transport)?;
+        self.transport_fds
+            .try_mut()?
+            .insert(fd, weak.into_any().unbind());
+        Ok(())
     }
 
     /// Watch the read end of the `signal.set_wakeup_fd` socket (or stop, with -1).

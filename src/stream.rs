@@ -599,6 +599,7 @@ impl StreamTransport {
         if let Some(lp) = &lp {
             if let Ok(core) = lp.bind(py).downcast::<LoopCore>() {
                 core.get().note_transport(-1);
+                core.get().release_fd(this.fd);
             }
         }
         let closed = match sock {
@@ -606,7 +607,7 @@ impl StreamTransport {
             None => Ok(()),
         };
         let detached = match server {
-            Some(s) => s.bind(py).call_method0("_detach").map(drop),
+            Some(s) => s.bind(py).call_method1("_detach", (slf,)).map(drop),
             None => Ok(()),
         };
         if let Some(w) = waiter {

@@ -23,6 +23,7 @@ from asyncio import coroutines, events, futures, tasks
 from asyncio.log import logger
 
 from . import _helpers
+from ._net import NetMethods
 from ._oxloop import LoopCore, _set_helpers
 from ._sock import SockMethods
 
@@ -62,7 +63,7 @@ def _not_yet(name: str):
     return method
 
 
-class Loop(SockMethods, LoopCore, asyncio.AbstractEventLoop):
+class Loop(NetMethods, SockMethods, LoopCore, asyncio.AbstractEventLoop):
     """An asyncio event loop whose core runs in Rust."""
 
     def __init__(self) -> None:
@@ -76,6 +77,7 @@ class Loop(SockMethods, LoopCore, asyncio.AbstractEventLoop):
         self._coroutine_origin_tracking_saved_depth = None
         self._signal_socks = None  # (read end, write end) once a signal handler exists
         self._signals = set()
+        self._unix_inodes = {}  # listening Unix socket -> inode, to unlink on close (3.13)
         self.set_debug(coroutines._is_debug_mode())
         stall_ms = os.environ.get("OXLOOP_STALL_MS", "").strip()
         if stall_ms:
@@ -456,16 +458,7 @@ class Loop(SockMethods, LoopCore, asyncio.AbstractEventLoop):
                 )
 
     # ------------------------------------------- built by the transports issue
-    create_connection = _not_yet("create_connection")
-    create_server = _not_yet("create_server")
-    sendfile = _not_yet("sendfile")
-    start_tls = _not_yet("start_tls")
-    create_unix_connection = _not_yet("create_unix_connection")
-    create_unix_server = _not_yet("create_unix_server")
-    connect_accepted_socket = _not_yet("connect_accepted_socket")
     create_datagram_endpoint = _not_yet("create_datagram_endpoint")
-    connect_read_pipe = _not_yet("connect_read_pipe")
-    connect_write_pipe = _not_yet("connect_write_pipe")
     # --------------------------------------------- built by the subprocess issue
     subprocess_shell = _not_yet("subprocess_shell")
     subprocess_exec = _not_yet("subprocess_exec")

@@ -12,7 +12,7 @@ import os
 import socket
 import stat
 import warnings
-from asyncio import trsock
+from asyncio import constants, transports, trsock
 
 from ._oxloop import StreamTransport
 
@@ -27,6 +27,14 @@ def _set_result_unless_cancelled(fut, result) -> None:
 
 class _Transport(StreamTransport):
     __slots__ = ()
+
+    # A Rust class cannot also derive from asyncio.Transport (whose `__slots__` give it a
+    # layout of its own), yet code checks `isinstance(t, asyncio.Transport)`. isinstance
+    # consults `__class__` when the real type does not match, so each transport class
+    # reports a namesake subclass of the asyncio ABC there; `type(t)` stays the real class.
+    @property
+    def __class__(self):
+        return _VIRTUAL[type(self)]
 
     def __repr__(self) -> str:
         info = [type(self).__name__]
@@ -47,11 +55,17 @@ class _Transport(StreamTransport):
             sock.close()
 
 
-class TCPTransport(_Transport):
+class _SocketTransport(_Transport):
+    __slots__ = ()
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+
+class TCPTransport(_SocketTransport):
     __slots__ = ()
 
 
-class UnixTransport(_Transport):
+class UnixTransport(_SocketTransport):
     __slots__ = ()
 
 
@@ -63,7 +77,22 @@ class WritePipeTransport(_Transport):
     __slots__ = ()
 
 
+_VIRTUAL = {}
+
+
+def _virtual(cls, base):
+    """A pure-Python stand-in for `cls` deriving from the asyncio transport class `base`."""
+    _VIRTUAL[cls] = type(cls.__name__, (base,), {"__slots__": (), "__module__": cls.__module__})
+
+
+_virtual(TCPTransport, transports.Transport)
+_virtual(UnixTransport, transports.Transport)
+_virtual(ReadPipeTransport, transports.ReadTransport)
+_virtual(WritePipeTransport, transports.WriteTransport)
+
+
 def _start(loop, transport, protocol, waiter, server) -> None:
+    loop._claim_fd(transport._sock_fd, transport)
     if server is not None:
         server._attach(transport)
     loop.call_soon(protocol.connection_made, transport)
@@ -99,10 +128,7 @@ def make_socket_transport(loop, sock, protocol, waiter=None, extra=None, server=
 def _check_pipe(pipe, write: bool):
     fileno = pipe.fileno()
     mode = os.fstat(fileno).st_mode
-    ok = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-    if not write:
-        ok = ok or stat.S_ISCHR(mode)
-    if not ok:
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
         raise ValueError(
             "Pipe transport is only for pipes, sockets and character devices"
             if write
@@ -126,6 +152,7 @@ def make_write_pipe_transport(loop, pipe, protocol, waiter=None, extra=None):
     extra = dict(extra) if extra else {}
     extra["pipe"] = pipe
     transport = WritePipeTransport(loop, pipe, protocol, _WRITE_PIPE, extra, None)
+    loop._claim_fd(transport._sock_fd, transport)
     loop.call_soon(protocol.connection_made, transport)
     # Readable means the reading end went away; a regular pipe only reports that on
     # Linux through its socket-like cousin, so watch sockets and pipes alike.

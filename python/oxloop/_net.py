@@ -1,0 +1,962 @@
+"""Connections, servers, pipes, TLS and sendfile: the loop methods that make transports.
+
+Setting a connection up (resolving, trying addresses, binding, listening, accepting,
+checking arguments) runs once per connection and stays in Python; the transports it
+makes are the Rust `StreamTransport`s (`_transports`). TLS runs through the `ssl`
+module's `MemoryBIO`/`SSLObject` by way of asyncio's own `sslproto.SSLProtocol`, layered
+over the plain transport, as the stock loop does; nothing of `asyncio` or `ssl` is
+patched. Checks and messages follow the stock loop of each Python version.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import errno
+import functools
+import itertools
+import os
+import socket
+import stat
+import sys
+from asyncio import constants, exceptions, protocols, sslproto, staggered, tasks, trsock
+from asyncio.log import logger
+
+from . import _transports
+from ._server import Server
+
+try:
+    import ssl as _ssl
+except ImportError:  # pragma: no cover - Python built without ssl
+    _ssl = None
+
+_PY311 = sys.version_info >= (3, 11)
+_PY312 = sys.version_info >= (3, 12)
+_PY313 = sys.version_info >= (3, 13)
+# Seconds before accepting again after running out of fds (the stock delay).
+_ACCEPT_RETRY_DELAY = 1
+_HAS_IPV6 = hasattr(socket, "AF_INET6")
+
+
+def _check_ssl_socket(sock) -> None:
+    if _ssl is not None and isinstance(sock, _ssl.SSLSocket):
+        raise TypeError("Socket cannot be of type SSLSocket")
+
+
+def _check_ssl_timeouts(ssl, handshake, shutdown) -> None:
+    if handshake is not None and not ssl:
+        raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+    if shutdown is not None and not ssl:
+        raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+
+
+def _numeric_addrinfo(host, port, family, type_, proto, *rest):
+    """The getaddrinfo entry for a numeric host, or None when a lookup is needed."""
+    if not hasattr(socket, "inet_pton"):
+        return None
+    if proto not in (0, socket.IPPROTO_TCP, socket.IPPROTO_UDP) or host is None:
+        return None
+    if type_ == socket.SOCK_STREAM:
+        proto = socket.IPPROTO_TCP
+    elif type_ == socket.SOCK_DGRAM:
+        proto = socket.IPPROTO_UDP
+    else:
+        return None
+    if port is None:
+        port = 0
+    elif isinstance(port, bytes) and port == b"":
+        port = 0
+    elif isinstance(port, str) and port == "":
+        port = 0
+    else:
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            return None
+    if family == socket.AF_UNSPEC:
+        families = [socket.AF_INET] + ([socket.AF_INET6] if _HAS_IPV6 else [])
+    else:
+        families = [family]
+    if isinstance(host, bytes):
+        host = host.decode("idna")
+    if "%" in host:
+        return None  # a scope name needs getaddrinfo
+    for af in families:
+        try:
+            socket.inet_pton(af, host)
+        except OSError:
+            continue
+        if _HAS_IPV6 and af == socket.AF_INET6:
+            return af, type_, proto, "", (host, port, *rest)
+        return af, type_, proto, "", (host, port)
+    return None
+
+
+def _interleave(infos, first_family_count=1):
+    """Alternate address families (RFC 8305), starting with `first_family_count` of the
+    first family."""
+    by_family = {}
+    for info in infos:
+        by_family.setdefault(info[0], []).append(info)
+    groups = list(by_family.values())
+    out = []
+    if first_family_count > 1:
+        out.extend(groups[0][: first_family_count - 1])
+        groups[0] = groups[0][first_family_count - 1 :]
+    for row in itertools.zip_longest(*groups):
+        out.extend(info for info in row if info is not None)
+    return out
+
+
+def _set_reuseport(sock) -> None:
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ValueError("reuse_port not supported by socket module")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except OSError:
+        raise ValueError(
+            "reuse_port not supported by socket module, SO_REUSEPORT defined but not implemented."
+        )
+
+
+class _FallbackProtocol(protocols.Protocol):
+    """Stands in for the user's protocol while sendfile writes by hand: waits for the
+    transport to drain at the high water mark, then gives the protocol back."""
+
+    def __init__(self, transport):
+        self._transport = transport
+        self._proto = transport.get_protocol()
+        self._should_resume_reading = transport.is_reading()
+        self._should_resume_writing = transport._protocol_paused
+        transport.pause_reading()
+        transport.set_protocol(self)
+        loop = transport._loop
+        if self._should_resume_writing:
+            self._write_ready_fut = loop.create_future()
+        else:
+            self._write_ready_fut = None
+
+    async def drain(self):
+        if self._transport.is_closing():
+            raise ConnectionError("Connection closed by peer")
+        fut = self._write_ready_fut
+        if fut is None:
+            return
+        await fut
+
+    def connection_made(self, transport):
+        raise RuntimeError("Invalid state: connection should have been established already.")
+
+    def connection_lost(self, exc):
+        if self._write_ready_fut is not None:
+            if exc is None:
+                self._write_ready_fut.set_exception(ConnectionError("Connection is closed by peer"))
+            else:
+                self._write_ready_fut.set_exception(exc)
+        self._proto.connection_lost(exc)
+
+    def pause_writing(self):
+        if self._write_ready_fut is not None:
+            return
+        self._write_ready_fut = self._transport._loop.create_future()
+
+    def resume_writing(self):
+        if self._write_ready_fut is None:
+            return
+        self._write_ready_fut.set_result(False)
+        self._write_ready_fut = None
+
+    def data_received(self, data):
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    def eof_received(self):
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    async def restore(self):
+        self._transport.set_protocol(self._proto)
+        if self._should_resume_reading:
+            self._transport.resume_reading()
+        if self._write_ready_fut is not None:
+            # The transport is closed or writable again: tell the protocol.
+            self._write_ready_fut.cancel()
+        if self._should_resume_writing:
+            self._proto.resume_writing()
+
+
+class NetMethods:
+    """Mixed into `oxloop.Loop`."""
+
+    # ------------------------------------------------------------ resolving
+
+    async def _resolve(self, address, *, family=0, type=socket.SOCK_STREAM, proto=0, flags=0):
+        host, port = address[:2]
+        info = _numeric_addrinfo(host, port, family, type, proto, *address[2:])
+        if info is not None:
+            return [info]
+        return await self.getaddrinfo(
+            host, port, family=family, type=type, proto=proto, flags=flags
+        )
+
+    # ------------------------------------------------------------ transports
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        return _transports.make_socket_transport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        kwargs = {"ssl_handshake_timeout": ssl_handshake_timeout}
+        if _PY311:
+            kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname, **kwargs
+        )
+        _transports.make_socket_transport(self, rawsock, ssl_protocol, None, extra, server)
+        return _app_transport(ssl_protocol)
+
+    async def _connection_transport(
+        self,
+        sock,
+        protocol_factory,
+        ssl,
+        server_hostname,
+        server_side=False,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        sock.setblocking(False)
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        if ssl:
+            sslcontext = None if isinstance(ssl, bool) else ssl
+            if sslcontext is None:
+                sslcontext = _ssl.create_default_context()
+                if server_side:
+                    raise ValueError("Server side SSL needs a valid SSLContext")
+            transport = self._make_ssl_transport(
+                sock,
+                protocol,
+                sslcontext,
+                waiter,
+                server_side=server_side,
+                server_hostname=server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout,
+            )
+        else:
+            transport = self._make_socket_transport(sock, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
+    # ------------------------------------------------------------ connecting
+
+    async def create_connection(
+        self,
+        protocol_factory,
+        host=None,
+        port=None,
+        *,
+        ssl=None,
+        family=0,
+        proto=0,
+        flags=0,
+        sock=None,
+        local_addr=None,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        happy_eyeballs_delay=None,
+        interleave=None,
+        **kwargs,
+    ):
+        all_errors = kwargs.pop("all_errors", False)
+        if kwargs or (all_errors and not _PY312):
+            bad = next(iter(kwargs), "all_errors")
+            raise TypeError(f"create_connection() got an unexpected keyword argument '{bad}'")
+        if not _PY311 and ssl_shutdown_timeout is not None:
+            raise TypeError(
+                "create_connection() got an unexpected keyword argument 'ssl_shutdown_timeout'"
+            )
+        if server_hostname is not None and not ssl:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        if server_hostname is None and ssl:
+            if not host:
+                raise ValueError("You must set server_hostname when using ssl without a host")
+            server_hostname = host
+        _check_ssl_timeouts(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if sock is not None:
+            _check_ssl_socket(sock)
+        if happy_eyeballs_delay is not None and interleave is None:
+            interleave = 1
+
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            infos = await self._resolve(
+                (host, port), family=family, type=socket.SOCK_STREAM, proto=proto, flags=flags
+            )
+            if not infos:
+                raise OSError("getaddrinfo() returned empty list")
+            local_infos = None
+            if local_addr is not None:
+                local_infos = await self._resolve(
+                    local_addr,
+                    family=family,
+                    type=socket.SOCK_STREAM,
+                    proto=proto,
+                    flags=flags,
+                )
+                if not local_infos:
+                    raise OSError("getaddrinfo() returned empty list")
+            if interleave:
+                infos = _interleave(infos, interleave)
+            errors = []
+            if happy_eyeballs_delay is None:
+                for info in infos:
+                    try:
+                        sock = await self._connect_sock(errors, info, local_infos)
+                        break
+                    except OSError:
+                        continue
+            else:
+                sock, _, _ = await staggered.staggered_race(
+                    (
+                        functools.partial(self._connect_sock, errors, info, local_infos)
+                        for info in infos
+                    ),
+                    happy_eyeballs_delay,
+                    loop=self,
+                )
+            if sock is None:
+                flat = [exc for group in errors for exc in group]
+                try:
+                    if all_errors:
+                        raise ExceptionGroup("create_connection failed", flat)  # noqa: F821
+                    if len(flat) == 1:
+                        raise flat[0]
+                    first = str(flat[0])
+                    if all(str(exc) == first for exc in flat):
+                        raise flat[0]
+                    raise OSError(
+                        "Multiple exceptions: {}".format(", ".join(str(exc) for exc in flat))
+                    )
+                finally:
+                    flat = errors = None
+        else:
+            if sock is None:
+                raise ValueError("host and port was not specified and no sock specified")
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+
+        transport, protocol = await self._connection_transport(
+            sock,
+            protocol_factory,
+            ssl,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        if self.get_debug():
+            sock = transport.get_extra_info("socket")
+            logger.debug("%r connected to %s:%r: (%r, %r)", sock, host, port, transport, protocol)
+        return transport, protocol
+
+    async def _connect_sock(self, errors, addr_info, local_infos=None):
+        """Connect a new socket to one address; its errors go to a list of `errors`."""
+        mine = []
+        errors.append(mine)
+        family, type_, proto, _, address = addr_info
+        sock = None
+        try:
+            sock = socket.socket(family=family, type=type_, proto=proto)
+            sock.setblocking(False)
+            if local_infos is not None:
+                for lfamily, _, _, _, laddr in local_infos:
+                    if _PY312 and lfamily != family:
+                        continue
+                    try:
+                        sock.bind(laddr)
+                        break
+                    except OSError as exc:
+                        reason = exc.strerror.lower() if exc.strerror else str(exc)
+                        msg = f"error while attempting to bind on address {laddr!r}: {reason}"
+                        mine.append(OSError(exc.errno, msg))
+                else:
+                    if mine:
+                        raise mine.pop()
+                    raise OSError(f"no matching local address with family={family} found")
+            await self.sock_connect(sock, address)
+            return sock
+        except OSError as exc:
+            mine.append(exc)
+            if sock is not None:
+                sock.close()
+            raise
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        finally:
+            errors = mine = None
+
+    async def create_unix_connection(
+        self,
+        protocol_factory,
+        path=None,
+        *,
+        ssl=None,
+        sock=None,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        if ssl:
+            if server_hostname is None:
+                raise ValueError("you have to pass server_hostname when using ssl")
+        elif server_hostname is not None:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        _check_ssl_timeouts(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
+            try:
+                sock.setblocking(False)
+                await self.sock_connect(sock, path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError("no path and sock were specified")
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+            sock.setblocking(False)
+        return await self._connection_transport(
+            sock,
+            protocol_factory,
+            ssl,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+
+    async def connect_accepted_socket(
+        self,
+        protocol_factory,
+        sock,
+        *,
+        ssl=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+        _check_ssl_timeouts(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        _check_ssl_socket(sock)
+        transport, protocol = await self._connection_transport(
+            sock,
+            protocol_factory,
+            ssl,
+            "",
+            server_side=True,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        if self.get_debug():
+            sock = transport.get_extra_info("socket")
+            logger.debug("%r handled: (%r, %r)", sock, transport, protocol)
+        return transport, protocol
+
+    # ------------------------------------------------------------ serving
+
+    async def create_server(
+        self,
+        protocol_factory,
+        host=None,
+        port=None,
+        *,
+        family=socket.AF_UNSPEC,
+        flags=socket.AI_PASSIVE,
+        sock=None,
+        backlog=100,
+        ssl=None,
+        reuse_address=None,
+        reuse_port=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        start_serving=True,
+        **kwargs,
+    ):
+        keep_alive = kwargs.pop("keep_alive", None)
+        if kwargs or (keep_alive is not None and not _PY313):
+            bad = next(iter(kwargs), "keep_alive")
+            raise TypeError(f"create_server() got an unexpected keyword argument '{bad}'")
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        _check_ssl_timeouts(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if sock is not None:
+            _check_ssl_socket(sock)
+
+        if host is not None or port is not None:
+            if sock is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            if reuse_address is None:
+                reuse_address = os.name == "posix" and sys.platform != "cygwin"
+            if host == "":
+                hosts = [None]
+            elif isinstance(host, str) or not isinstance(host, collections.abc.Iterable):
+                hosts = [host]
+            else:
+                hosts = host
+            found = await tasks.gather(
+                *[self._server_addrinfo(h, port, family, flags) for h in hosts]
+            )
+            infos = set(itertools.chain.from_iterable(found))
+            sockets = []
+            completed = False
+            try:
+                for af, socktype, proto, _, sa in infos:
+                    try:
+                        sock = socket.socket(af, socktype, proto)
+                    except OSError:
+                        if self.get_debug():
+                            logger.warning(
+                                "create_server() failed to create socket.socket(%r, %r, %r)",
+                                af,
+                                socktype,
+                                proto,
+                                exc_info=True,
+                            )
+                        continue
+                    sockets.append(sock)
+                    if reuse_address:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, True)
+                    if reuse_port:
+                        _set_reuseport(sock)
+                    if keep_alive:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, True)
+                    if _HAS_IPV6 and af == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
+                    try:
+                        sock.bind(sa)
+                    except OSError as err:
+                        reason = err.strerror if _PY311 else (err.strerror or "").lower()
+                        msg = f"error while attempting to bind on address {sa!r}: {reason}"
+                        if err.errno == errno.EADDRNOTAVAIL:
+                            # The family is not enabled on this host: skip it.
+                            sockets.pop()
+                            sock.close()
+                            if self.get_debug():
+                                logger.warning(msg)
+                            continue
+                        raise OSError(err.errno, msg) from None
+                if not sockets:
+                    addrs = [info[4] for info in infos]
+                    raise OSError(f"could not bind on any address out of {addrs!r}")
+                completed = True
+            finally:
+                if not completed:
+                    for s in sockets:
+                        s.close()
+        else:
+            if sock is None:
+                raise ValueError("Neither host/port nor sock were specified")
+            if sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A Stream Socket was expected, got {sock!r}")
+            sockets = [sock]
+
+        for s in sockets:
+            s.setblocking(False)
+        server = Server(
+            self,
+            sockets,
+            protocol_factory,
+            ssl,
+            backlog,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+        )
+        if start_serving:
+            server._start_serving()
+            await tasks.sleep(0)
+        if self.get_debug():
+            logger.info("%r is serving", server)
+        return server
+
+    async def _server_addrinfo(self, host, port, family, flags):
+        infos = await self._resolve(
+            (host, port), family=family, type=socket.SOCK_STREAM, flags=flags
+        )
+        if not infos:
+            raise OSError(f"getaddrinfo({host!r}) returned empty list")
+        return infos
+
+    async def create_unix_server(
+        self,
+        protocol_factory,
+        path=None,
+        *,
+        sock=None,
+        backlog=100,
+        ssl=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+        start_serving=True,
+        **kwargs,
+    ):
+        cleanup_socket = kwargs.pop("cleanup_socket", True)
+        if kwargs or (not _PY313 and "cleanup_socket" in kwargs):
+            bad = next(iter(kwargs))
+            raise TypeError(f"create_unix_server() got an unexpected keyword argument '{bad}'")
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        _check_ssl_timeouts(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if path[0] not in (0, "\x00"):  # not an abstract socket: clear a stale one
+                try:
+                    if stat.S_ISSOCK(os.stat(path).st_mode):
+                        os.remove(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as err:
+                    logger.error("Unable to check or remove stale UNIX socket %r: %r", path, err)
+            try:
+                sock.bind(path)
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(errno.EADDRINUSE, f"Address {path!r} is already in use") from None
+                raise
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError("path was not specified, and no sock specified")
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+        if _PY313 and cleanup_socket:
+            name = sock.getsockname()
+            if name and name[0] not in (0, "\x00"):
+                try:
+                    self._unix_inodes[sock] = os.stat(name).st_ino
+                except FileNotFoundError:
+                    pass
+        sock.setblocking(False)
+        server = Server(
+            self,
+            [sock],
+            protocol_factory,
+            ssl,
+            backlog,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+        )
+        if start_serving:
+            server._start_serving()
+            await tasks.sleep(0)
+        return server
+
+    def _start_serving(
+        self,
+        protocol_factory,
+        sock,
+        sslcontext=None,
+        server=None,
+        backlog=100,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        self.add_reader(
+            sock.fileno(),
+            self._accept_connections,
+            protocol_factory,
+            sock,
+            sslcontext,
+            server,
+            backlog,
+            ssl_handshake_timeout,
+            ssl_shutdown_timeout,
+        )
+
+    def _stop_serving(self, sock) -> None:
+        inode = self._unix_inodes.pop(sock, None)
+        path = sock.getsockname() if inode is not None else None
+        self.remove_reader(sock.fileno())
+        sock.close()
+        if path is not None:
+            try:
+                if os.stat(path).st_ino == inode:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
+
+    def _accept_connections(
+        self,
+        protocol_factory,
+        sock,
+        sslcontext,
+        server,
+        backlog,
+        ssl_handshake_timeout,
+        ssl_shutdown_timeout,
+    ):
+        for _ in range(backlog):
+            try:
+                conn, addr = sock.accept()
+                if self.get_debug():
+                    logger.debug("%r got a new connection from %r: %r", server, addr, conn)
+                conn.setblocking(False)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                # Out of fds or memory: stop accepting for a while, keep serving.
+                self.call_exception_handler(
+                    {
+                        "message": "socket.accept() out of system resource",
+                        "exception": exc,
+                        "socket": trsock.TransportSocket(sock),
+                    }
+                )
+                self.remove_reader(sock.fileno())
+                self.call_later(
+                    _ACCEPT_RETRY_DELAY,
+                    self._start_serving,
+                    protocol_factory,
+                    sock,
+                    sslcontext,
+                    server,
+                    backlog,
+                    ssl_handshake_timeout,
+                    ssl_shutdown_timeout,
+                )
+                return
+            extra = {"peername": addr}
+            if sslcontext:
+                self.create_task(
+                    self._accept_tls(
+                        protocol_factory,
+                        conn,
+                        extra,
+                        sslcontext,
+                        server,
+                        ssl_handshake_timeout,
+                        ssl_shutdown_timeout,
+                    )
+                )
+                continue
+            protocol = transport = None
+            try:
+                protocol = protocol_factory()
+                transport = _transports.make_socket_transport(
+                    self, conn, protocol, None, extra, server
+                )
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                if transport is None:
+                    conn.close()
+                self._report_accept_error(exc, protocol, transport)
+
+    async def _accept_tls(
+        self, protocol_factory, conn, extra, sslcontext, server, handshake, shutdown
+    ):
+        protocol = transport = None
+        try:
+            protocol = protocol_factory()
+            waiter = self.create_future()
+            transport = self._make_ssl_transport(
+                conn,
+                protocol,
+                sslcontext,
+                waiter=waiter,
+                server_side=True,
+                extra=extra,
+                server=server,
+                ssl_handshake_timeout=handshake,
+                ssl_shutdown_timeout=shutdown,
+            )
+            try:
+                await waiter
+            except BaseException:
+                transport.close()
+                # Let the transport finish closing before reporting the failure.
+                await tasks.sleep(0)
+                raise
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if transport is None:
+                conn.close()
+            self._report_accept_error(exc, protocol, transport)
+
+    def _report_accept_error(self, exc, protocol, transport) -> None:
+        # The stock loop reports these only in debug mode.
+        if self.get_debug():
+            context = {
+                "message": "Error on transport creation for incoming connection",
+                "exception": exc,
+            }
+            if protocol is not None:
+                context["protocol"] = protocol
+            if transport is not None:
+                context["transport"] = transport
+            self.call_exception_handler(context)
+
+    # ------------------------------------------------------------ pipes
+
+    async def connect_read_pipe(self, protocol_factory, pipe):
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = _transports.make_read_pipe_transport(self, pipe, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        if self.get_debug():
+            logger.debug("Read pipe %r connected: (%r, %r)", pipe.fileno(), transport, protocol)
+        return transport, protocol
+
+    async def connect_write_pipe(self, protocol_factory, pipe):
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = _transports.make_write_pipe_transport(self, pipe, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        if self.get_debug():
+            logger.debug("Write pipe %r connected: (%r, %r)", pipe.fileno(), transport, protocol)
+        return transport, protocol
+
+    # ------------------------------------------------------------ TLS upgrade
+
+    async def start_tls(
+        self,
+        transport,
+        protocol,
+        sslcontext,
+        *,
+        server_side=False,
+        server_hostname=None,
+        ssl_handshake_timeout=None,
+        ssl_shutdown_timeout=None,
+    ):
+        if _ssl is None:
+            raise RuntimeError("Python ssl module is not available")
+        if not isinstance(sslcontext, _ssl.SSLContext):
+            raise TypeError(
+                f"sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}"
+            )
+        if not getattr(transport, "_start_tls_compatible", False):
+            raise TypeError(f"transport {transport!r} is not supported by start_tls()")
+        waiter = self.create_future()
+        kwargs = {"ssl_handshake_timeout": ssl_handshake_timeout, "call_connection_made": False}
+        if _PY311:
+            kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
+        elif ssl_shutdown_timeout is not None:
+            raise TypeError("start_tls() got an unexpected keyword argument 'ssl_shutdown_timeout'")
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname, **kwargs
+        )
+        # Hold reading until the TLS protocol is in place and has seen the transport.
+        transport.pause_reading()
+        transport.set_protocol(ssl_protocol)
+        made = self.call_soon(ssl_protocol.connection_made, transport)
+        resumed = self.call_soon(transport.resume_reading)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            made.cancel()
+            resumed.cancel()
+            raise
+        return _app_transport(ssl_protocol)
+
+    # ------------------------------------------------------------ sendfile
+
+    async def sendfile(self, transport, file, offset=0, count=None, *, fallback=True):
+        if transport.is_closing():
+            raise RuntimeError("Transport is closing")
+        mode = getattr(transport, "_sendfile_compatible", constants._SendfileMode.UNSUPPORTED)
+        if mode is constants._SendfileMode.UNSUPPORTED:
+            raise RuntimeError(f"sendfile is not supported for transport {transport!r}")
+        if mode is constants._SendfileMode.TRY_NATIVE:
+            try:
+                return await self._sendfile_transport_native(transport, file, offset, count)
+            except exceptions.SendfileNotAvailableError:
+                if not fallback:
+                    raise
+        if not fallback:
+            raise RuntimeError(
+                f"fallback is disabled and native sendfile is not supported for "
+                f"transport {transport!r}"
+            )
+        return await self._sendfile_transport_fallback(transport, file, offset, count)
+
+    async def _sendfile_transport_native(self, transport, file, offset, count):
+        resume = transport.is_reading()
+        transport.pause_reading()
+        await transport._make_empty_waiter()
+        try:
+            return await self.sock_sendfile(transport._sock, file, offset, count, fallback=False)
+        finally:
+            transport._reset_empty_waiter()
+            if resume:
+                transport.resume_reading()
+
+    async def _sendfile_transport_fallback(self, transport, file, offset, count):
+        if offset:
+            file.seek(offset)
+        blocksize = min(count, 16384) if count else 16384
+        buf = bytearray(blocksize)
+        total = 0
+        proto = _FallbackProtocol(transport)
+        try:
+            while True:
+                if count:
+                    blocksize = min(count - total, blocksize)
+                    if blocksize <= 0:
+                        return total
+                view = memoryview(buf)[:blocksize]
+                read = await self.run_in_executor(None, file.readinto, view)
+                if not read:
+                    return total
+                await proto.drain()
+                transport.write(view[:read])
+                total += read
+        finally:
+            if total > 0 and hasattr(file, "seek"):
+                file.seek(offset + total)
+            await proto.restore()
+
+
+def _app_transport(ssl_protocol):
+    get = getattr(ssl_protocol, "_get_app_transport", None)
+    return get() if get is not None else ssl_protocol._app_transport
