@@ -217,6 +217,17 @@ def make_starlette_app(events, release_stream):
     async def which_loop(request):
         return JSONResponse({"loop": loop_name()})
 
+    async def scope(request):
+        # uvicorn builds these from the transport's extra info (socket, sslcontext).
+        client = request.scope.get("client")
+        return JSONResponse(
+            {
+                "scheme": request.url.scheme,
+                "client_host": client[0] if client else None,
+                "server": list(request.scope.get("server") or ()),
+            }
+        )
+
     async def json_echo(request):
         data = await request.json()
         return JSONResponse({"got": data, "sum": sum(data["numbers"])}, status_code=201)
@@ -248,6 +259,7 @@ def make_starlette_app(events, release_stream):
         routes=[
             Route("/", index),
             Route("/loop", which_loop),
+            Route("/scope", scope),
             Route("/json", json_echo, methods=["POST"]),
             Route("/stream", stream),
             WebSocketRoute("/ws", ws_echo),
@@ -275,6 +287,14 @@ def test_uvicorn_starlette_httpx(kind):
 
                 r = await client.get("/loop")
                 assert r.json() == {"loop": loop_name()}
+
+                r = await client.get("/scope")
+                port = int(url.rsplit(":", 1)[1])
+                assert r.json() == {
+                    "scheme": "http",
+                    "client_host": "127.0.0.1",
+                    "server": ["127.0.0.1", port],
+                }
 
                 body = {"numbers": list(range(1000)), "name": "ünïcode ✓"}
                 r = await client.post("/json", json=body)
@@ -868,6 +888,9 @@ def test_tls_uvicorn(kind, pki, tmp_path):
             async with httpx.AsyncClient(base_url=url, verify=pki.client) as client:
                 r = await client.post("/json", json={"numbers": list(range(100_000))})
                 assert r.json()["sum"] == sum(range(100_000))
+                r = await client.get("/scope")
+                assert r.json()["scheme"] == "https"
+                assert r.json()["client_host"] == "127.0.0.1"
             ws_url = url.replace("https://", "wss://") + "/ws"
             async with ws_connect(ws_url, ssl=pki.client, max_size=4 * MiB) as ws:
                 await ws.send(blob)
