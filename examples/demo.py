@@ -1,5 +1,6 @@
-"""The oxloop demo: a first coroutine program, a concurrent workload, and a loopback
-echo server under load, timed on oxloop, stock asyncio and uvloop (if installed).
+"""The oxloop demo: a first coroutine program, a concurrent workload, and loopback echo
+servers under load (sock_*, Protocol, streams), timed on oxloop, stock asyncio and uvloop
+(if installed).
 
 Loops take turns round by round (A B C, B C A, ...); figures are medians over rounds.
 """
@@ -100,6 +101,60 @@ async def echo_under_load(clients: int = 50, messages: int = 200, size: int = 10
     return time.perf_counter() - t0
 
 
+class EchoProtocol(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+async def stream_clients(port: int, clients: int, messages: int, size: int) -> None:
+    payload = b"x" * size
+
+    async def client():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(messages):
+            writer.write(payload)
+            if len(await reader.readexactly(size)) != size:
+                raise ConnectionError("short echo")
+        writer.close()
+        await writer.wait_closed()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+
+
+async def protocol_echo(clients: int = 50, messages: int = 200, size: int = 1024) -> float:
+    """An asyncio.Protocol echo server (create_server) and streams clients; seconds."""
+    server = await asyncio.get_running_loop().create_server(EchoProtocol, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    t0 = time.perf_counter()
+    await stream_clients(port, clients, messages, size)
+    elapsed = time.perf_counter() - t0
+    server.close()
+    await server.wait_closed()
+    return elapsed
+
+
+async def streams_echo(clients: int = 50, messages: int = 200, size: int = 1024) -> float:
+    """An asyncio streams echo server (start_server) and streams clients; seconds."""
+
+    async def handle(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    t0 = time.perf_counter()
+    await stream_clients(port, clients, messages, size)
+    elapsed = time.perf_counter() - t0
+    server.close()
+    await server.wait_closed()
+    return elapsed
+
+
 def loop_factories():
     factories = {"oxloop": oxloop.new_event_loop, "asyncio": asyncio.new_event_loop}
     try:
@@ -143,3 +198,5 @@ if __name__ == "__main__":
     print("workload checksum:", oxloop.run(workload()))
     compare("5000 tasks + timers + thread hand-off", workload)
     compare("loopback sock_* echo, 50 clients x 200 x 1 KiB", echo_under_load)
+    compare("loopback Protocol echo server, 50 stream clients x 200 x 1 KiB", protocol_echo)
+    compare("loopback streams echo server, 50 stream clients x 200 x 1 KiB", streams_echo)

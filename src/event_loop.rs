@@ -23,7 +23,7 @@ use crate::errors;
 use crate::handles::{Handle, TimerHandle};
 use crate::helpers;
 use crate::poll::{
-    DeadlineTimer, Poller, DEADLINE_TOKEN, READABLE, SIGNAL_TOKEN, WAKE_TOKEN, WRITABLE,
+    DeadlineTimer, Poller, DEADLINE_TOKEN, HANGUP, READABLE, SIGNAL_TOKEN, WAKE_TOKEN, WRITABLE,
 };
 use crate::signals::SignalTable;
 use crate::stats::Stats;
@@ -49,6 +49,9 @@ struct FdEntry {
     registered: bool,
     /// Fired since the last re-arm (level-triggered emulation, see poll.rs).
     fired: bool,
+    /// A transport owns the fd and reads until the kernel has nothing left (or asks
+    /// for a re-arm itself), so the edge-triggered report is enough: no re-arm per event.
+    drained_by_owner: bool,
 }
 
 impl FdEntry {
@@ -176,15 +179,30 @@ impl LoopCore {
     }
 
     /// Watch `fd` for readability (or writability) with `callback()`, replacing any
-    /// earlier one.
+    /// earlier one. `drains`: the callback reads until EAGAIN or calls `rearm_fd`, so
+    /// the fd needs no level-triggered re-arm after each event.
     pub fn watch_fd(
         slf: &Bound<'_, Self>,
         fd: RawFd,
         callback: &Bound<'_, PyAny>,
         writer: bool,
+        drains: bool,
     ) -> PyResult<()> {
         let empty = PyTuple::empty(slf.py());
-        Self::set_fd_callback(slf, fd, callback, empty, writer).map(drop)
+        Self::set_fd_callback(slf, fd, callback, empty, writer, drains).map(drop)
+    }
+
+    /// Report `fd` again on the next poll if it is still ready (an owner that stopped
+    /// reading before the kernel ran dry).
+    pub fn rearm_fd(&self, fd: RawFd) -> PyResult<()> {
+        let mut fds = self.fds.try_mut()?;
+        if let Some(entry) = fds.get_mut(&fd) {
+            if !entry.fired {
+                entry.fired = true;
+                self.rearm.try_mut()?.push(fd);
+            }
+        }
+        Ok(())
     }
 
     pub fn unwatch_fd(slf: &Bound<'_, Self>, fd: RawFd, writer: bool) -> PyResult<()> {
@@ -365,7 +383,9 @@ impl LoopCore {
                     }
                 }
             }
-            if !entry.fired {
+            // An owner that drains sees new data as a new edge, but a hang-up that came
+            // with the data it read would never be reported again: re-arm for that.
+            if !entry.fired && (!entry.drained_by_owner || mask & HANGUP != 0) {
                 entry.fired = true;
                 rearm.push(fd);
             }
@@ -529,7 +549,7 @@ impl LoopCore {
         writer: bool,
     ) -> PyResult<Py<Handle>> {
         let fd = fileobj_to_fd(fileobj)?;
-        Self::set_fd_callback(slf, fd, callback, args, writer)
+        Self::set_fd_callback(slf, fd, callback, args, writer, false)
     }
 
     fn set_fd_callback(
@@ -538,6 +558,7 @@ impl LoopCore {
         callback: &Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         writer: bool,
+        drains: bool,
     ) -> PyResult<Py<Handle>> {
         let this = slf.get();
         this.check_closed()?;
@@ -549,6 +570,7 @@ impl LoopCore {
         let old = {
             let mut fds = this.fds.try_mut()?;
             let entry = fds.entry(fd).or_default();
+            entry.drained_by_owner = drains;
             let slot = if writer {
                 &mut entry.writer
             } else {

@@ -29,6 +29,8 @@ pub const DEADLINE_TOKEN: Token = Token(usize::MAX - 2);
 
 pub const READABLE: u8 = 1;
 pub const WRITABLE: u8 = 2;
+/// In a fired mask only: the peer hung up or the fd is in error.
+pub const HANGUP: u8 = 4;
 
 pub struct PollState {
     poll: Poll,
@@ -231,6 +233,9 @@ impl Poller {
             }
             if ev.is_writable() || ev.is_write_closed() || broken {
                 mask |= WRITABLE;
+            }
+            if ev.is_read_closed() || ev.is_write_closed() || broken {
+                mask |= HANGUP;
             }
             st.fired.push((ev.token(), mask));
         }

@@ -10,7 +10,9 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -124,7 +126,7 @@ impl StreamTransport {
         drop(st);
         if on {
             let cb = slf.getattr(intern!(py, "_read_ready"))?;
-            LoopCore::watch_fd(&core, this.fd, &cb, false)
+            LoopCore::watch_fd(&core, this.fd, &cb, false, true)
         } else {
             LoopCore::unwatch_fd(&core, this.fd, false)
         }
@@ -142,7 +144,7 @@ impl StreamTransport {
         drop(st);
         if on {
             let cb = slf.getattr(intern!(py, "_write_ready"))?;
-            LoopCore::watch_fd(&core, this.fd, &cb, true)
+            LoopCore::watch_fd(&core, this.fd, &cb, true, true)
         } else {
             LoopCore::unwatch_fd(&core, this.fd, true)
         }
@@ -291,8 +293,13 @@ impl StreamTransport {
             Err(e) => Self::fatal_error(slf, os_error(&e), this.read_error()),
             Ok(data) if data.as_bytes().is_empty() => Self::on_eof(slf, protocol),
             Ok(data) => {
+                let n = data.as_bytes().len();
                 if let Ok(core) = this.core(py) {
-                    core.get().note_io(data.as_bytes().len(), 0);
+                    core.get().note_io(n, 0);
+                    if n == MAX_READ {
+                        // Maybe more to read: have the poll report the fd again.
+                        core.get().rearm_fd(this.fd)?;
+                    }
                 }
                 let r = protocol.call_method1(intern!(py, "data_received"), (data,));
                 Self::protocol_call(slf, r, "Fatal error: protocol.data_received() call failed.")
@@ -320,13 +327,8 @@ impl StreamTransport {
         else {
             return Ok(());
         };
-        let n = unsafe {
-            libc::read(
-                this.fd,
-                view.ptr() as *mut libc::c_void,
-                view.as_slice().len(),
-            )
-        };
+        let room = view.as_slice().len();
+        let n = unsafe { libc::read(this.fd, view.ptr() as *mut libc::c_void, room) };
         drop(view);
         if n < 0 {
             let e = std::io::Error::last_os_error();
@@ -340,6 +342,9 @@ impl StreamTransport {
         }
         if let Ok(core) = this.core(py) {
             core.get().note_io(n as usize, 0);
+            if n as usize == room {
+                core.get().rearm_fd(this.fd)?;
+            }
         }
         let r = protocol.call_method1(intern!(py, "buffer_updated"), (n,));
         Self::protocol_call(
@@ -762,8 +767,28 @@ impl StreamTransport {
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let items: Vec<Bound<'_, PyAny>> = list_of_data.try_iter()?.collect::<PyResult<_>>()?;
-        let views: Vec<ByteView> = items.iter().map(ByteView::new).collect::<PyResult<_>>()?;
+        // The stock TypeErrors: 3.12+ takes a memoryview of each item, older versions
+        // join the items into one bytes.
+        let modern = py.version_info() >= (3, 12);
+        let items: Vec<Bound<'_, PyAny>> = match list_of_data.try_iter() {
+            Ok(it) => it.collect::<PyResult<_>>()?,
+            Err(e) if modern => return Err(e),
+            Err(_) => return Err(PyTypeError::new_err("can only join an iterable")),
+        };
+        let mut views = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match ByteView::new(item) {
+                Ok(v) => views.push(v),
+                Err(_) => {
+                    let kind = item.get_type().name()?;
+                    return Err(PyTypeError::new_err(if modern {
+                        format!("memoryview: a bytes-like object is required, not '{kind}'")
+                    } else {
+                        format!("sequence item {i}: expected a bytes-like object, {kind} found")
+                    }));
+                }
+            }
+        }
         if !this.write_checks(py, "writelines")? {
             return Ok(());
         }

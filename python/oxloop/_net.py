@@ -386,7 +386,7 @@ class NetMethods:
             sock.setblocking(False)
             if local_infos is not None:
                 for lfamily, _, _, _, laddr in local_infos:
-                    if _PY312 and lfamily != family:
+                    if lfamily != family:
                         continue
                     try:
                         sock.bind(laddr)
@@ -398,7 +398,7 @@ class NetMethods:
                 else:
                     if mine:
                         raise mine.pop()
-                    raise OSError(f"no matching local address with family={family} found")
+                    raise OSError(f"no matching local address with {family=} found")
             await self.sock_connect(sock, address)
             return sock
         except OSError as exc:
@@ -909,7 +909,7 @@ class NetMethods:
             raise RuntimeError(f"sendfile is not supported for transport {transport!r}")
         if mode is constants._SendfileMode.TRY_NATIVE:
             try:
-                return await self._sendfile_transport_native(transport, file, offset, count)
+                return await self._sendfile_native(transport, file, offset, count)
             except exceptions.SendfileNotAvailableError:
                 if not fallback:
                     raise
@@ -918,9 +918,9 @@ class NetMethods:
                 f"fallback is disabled and native sendfile is not supported for "
                 f"transport {transport!r}"
             )
-        return await self._sendfile_transport_fallback(transport, file, offset, count)
+        return await self._sendfile_fallback(transport, file, offset, count)
 
-    async def _sendfile_transport_native(self, transport, file, offset, count):
+    async def _sendfile_native(self, transport, file, offset, count):
         resume = transport.is_reading()
         transport.pause_reading()
         await transport._make_empty_waiter()
@@ -931,7 +931,7 @@ class NetMethods:
             if resume:
                 transport.resume_reading()
 
-    async def _sendfile_transport_fallback(self, transport, file, offset, count):
+    async def _sendfile_fallback(self, transport, file, offset, count):
         if offset:
             file.seek(offset)
         blocksize = min(count, 16384) if count else 16384

@@ -150,13 +150,13 @@ class SockMethods:
         _check_not_ssl(sock)
         _check_sendfile_params(sock, file, offset, count)
         try:
-            return await self._sendfile_native(sock, file, offset, count)
+            return await self._sock_sendfile_native(sock, file, offset, count)
         except exceptions.SendfileNotAvailableError:
             if not fallback:
                 raise
-        return await self._sendfile_fallback(sock, file, offset, count)
+        return await self._sock_sendfile_fallback(sock, file, offset, count)
 
-    async def _sendfile_native(self, sock, file, offset, count):
+    async def _sock_sendfile_native(self, sock, file, offset, count):
         try:
             fileno = file.fileno()
         except (AttributeError, OSError) as exc:
@@ -203,7 +203,7 @@ class SockMethods:
         self._wait_fd(fut, sock.fileno(), True, _set_once, fut)
         return fut
 
-    async def _sendfile_fallback(self, sock, file, offset, count):
+    async def _sock_sendfile_fallback(self, sock, file, offset, count):
         if offset:
             file.seek(offset)
         block = min(count, _FALLBACK_BLOCK) if count else _FALLBACK_BLOCK
