@@ -355,6 +355,43 @@ UVICORN_LOOP_OPTION = {
 }
 
 
+def serve_in_subprocess(kind, cmd, expected_loop, done_marker):
+    """Start server command ``cmd``, find its port in its "http://127.0.0.1:PORT" banner, GET
+    /loop from a ``kind`` loop and check the answer names ``expected_loop``, then SIGINT it and
+    check it exits with status 0 having printed ``done_marker``."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env()
+    )
+    guard = threading.Timer(TIMEOUT * 2, proc.kill)
+    guard.start()
+    try:
+        output = []
+        port = None
+        for line in proc.stdout:
+            output.append(line)
+            if "http://127.0.0.1:" in line:
+                port = int(line.split("http://127.0.0.1:")[1].split()[0])
+                break
+        assert port, "".join(output)
+
+        async def main():
+            async with httpx.AsyncClient() as client:
+                r = await client.get(f"http://127.0.0.1:{port}/loop")
+                return r.status_code, r.json()
+
+        assert run_on(kind, main) == (200, {"loop": expected_loop})
+        proc.send_signal(signal.SIGINT)
+        output.append(proc.stdout.read())
+        assert proc.wait() == 0, "".join(output)
+        assert done_marker in "".join(output)
+    finally:
+        guard.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
 @pytest.mark.parametrize("kind", LOOPS)
 def test_uvicorn_cli_loop_option(tmp_path, kind):
     """The uvicorn command line, unchanged, with ``--loop oxloop:new_event_loop``: the app runs on
@@ -379,37 +416,48 @@ def test_uvicorn_cli_loop_option(tmp_path, kind):
         "off",
         "--no-access-log",
     ]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env()
-    )
-    guard = threading.Timer(TIMEOUT * 2, proc.kill)
-    guard.start()
-    try:
-        output = []
-        port = None
-        for line in proc.stdout:
-            output.append(line)
-            if "Uvicorn running on http://127.0.0.1:" in line:
-                port = int(line.split("http://127.0.0.1:")[1].split()[0])
-                break
-        assert port, "".join(output)
+    serve_in_subprocess(kind, cmd, expected, done_marker="Finished server process")
 
-        async def main():
-            async with httpx.AsyncClient() as client:
-                r = await client.get(f"http://127.0.0.1:{port}/loop")
-                return r.status_code, r.json()
 
-        assert run_on(kind, main) == (200, {"loop": expected})
-        proc.send_signal(signal.SIGINT)
-        output.append(proc.stdout.read())
-        assert proc.wait() == 0, "".join(output)
-        assert "Finished server process" in "".join(output)
-    finally:
-        guard.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+AIOHTTP_RUN_APP = textwrap.dedent(
+    """
+    import asyncio
+    import sys
+
+    from aiohttp import web
+
+    import oxloop
+
+
+    async def which_loop(request):
+        loop = asyncio.get_running_loop()
+        return web.json_response({"loop": f"{type(loop).__module__}.{type(loop).__qualname__}"})
+
+
+    async def on_cleanup(app):
+        print("cleanup ran", flush=True)
+
+
+    app = web.Application()
+    app.router.add_get("/loop", which_loop)
+    app.on_cleanup.append(on_cleanup)
+    if sys.argv[1] == "oxloop":
+        oxloop.install()
+    web.run_app(app, host="127.0.0.1", port=0, print=lambda *a: print(*a, flush=True))
+    """
+)
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_aiohttp_run_app_with_oxloop_policy(tmp_path, kind):
+    """``oxloop.install()`` then aiohttp's own ``web.run_app``: it makes an oxloop loop, serves,
+    and on SIGINT (caught with loop.add_signal_handler) shuts down gracefully, cleanup hooks
+    included."""
+    script = tmp_path / "fw_run_app.py"
+    script.write_text(AIOHTTP_RUN_APP)
+    expected = UVICORN_LOOP_OPTION[kind][1]
+    cmd = [sys.executable, str(script), kind]
+    serve_in_subprocess(kind, cmd, expected, done_marker="cleanup ran")
 
 
 # -- aiohttp server and client -----------------------------------------------------------------
