@@ -731,6 +731,39 @@ def test_client_connect_errors_and_localhost(kind):
     run_on(kind, main)
 
 
+@pytest.mark.parametrize("kind", LOOPS)
+def test_http_pipelining(kind):
+    """51 pipelined requests in one write to uvicorn (which pauses reading while a request is
+    in flight) and to aiohttp, over an asyncio streams client: every answer, in order."""
+
+    async def pipeline(port, paths):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            requests = [b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % p.encode() for p in paths]
+            requests.append(b"GET /loop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            writer.write(b"".join(requests))
+            return await reader.read()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    async def main():
+        app = make_starlette_app([], asyncio.Event())
+        async with uvicorn_server(app) as url:
+            data = await pipeline(int(url.rsplit(":", 1)[1]), [f"/loop?i={i}" for i in range(50)])
+        assert data.count(b"HTTP/1.1 200 OK") == 51
+        assert data.count(b'{"loop":"%s"}' % loop_name().encode()) == 51
+
+        async with aiohttp_server(make_aiohttp_app({})) as port:
+            data = await pipeline(port, [f"/slow/{i}" for i in range(50)])
+        assert data.count(b"HTTP/1.1 200 OK") == 50  # /loop is not an aiohttp route: 404
+        positions = [data.index(b'{"i": %d}' % i) for i in range(50)]
+        assert positions == sorted(positions)
+        assert data.rstrip().endswith(b"404: Not Found")
+
+    run_on(kind, main)
+
+
 # -- websockets --------------------------------------------------------------------------------
 
 
@@ -888,6 +921,40 @@ def test_tls_untrusted_certificate_is_rejected(kind, pki):
 
     def handshake_failure(context):
         # In debug mode the stock loop reports the server side of each failed handshake.
+        return context.get("message") == "Error on transport creation for incoming connection"
+
+    run_on(kind, main, allow_loop_error=handshake_failure)
+
+
+@pytest.mark.parametrize("kind", LOOPS)
+def test_tls_mutual(kind, pki):
+    """A server that requires a client certificate sees the one the aiohttp client presents
+    (peercert); a client without one is refused."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    pki.ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    pki.ca.configure_trust(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    client_ctx = ssl.create_default_context()
+    pki.ca.configure_trust(client_ctx)
+    pki.ca.issue_cert("client@example.org").configure_cert(client_ctx)
+
+    async def whoami(request):
+        peercert = request.transport.get_extra_info("peercert")
+        return web.json_response([list(kv) for kv in peercert["subjectAltName"]])
+
+    async def main():
+        app = web.Application()
+        app.router.add_get("/", whoami)
+        async with aiohttp_server(app, ssl_context=server_ctx) as port:
+            url = f"https://127.0.0.1:{port}/"
+            async with aiohttp.ClientSession() as session:
+                async with session.get(url, ssl=client_ctx) as r:
+                    assert await r.json() == [["email", "client@example.org"]]
+                with pytest.raises(aiohttp.ClientError):
+                    async with session.get(url, ssl=pki.client) as r:
+                        await r.read()
+
+    def handshake_failure(context):
         return context.get("message") == "Error on transport creation for incoming connection"
 
     run_on(kind, main, allow_loop_error=handshake_failure)
