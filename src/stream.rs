@@ -577,6 +577,20 @@ impl StreamTransport {
     fn call_connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        // Nothing may watch the fd once it is closed below.
+        let (reading, writing) = {
+            let st = this.st.try_ref()?;
+            (
+                st.reading && st.loop_.is_some(),
+                st.writing && st.loop_.is_some(),
+            )
+        };
+        if reading {
+            Self::set_reading(slf, false)?;
+        }
+        if writing {
+            Self::set_writing(slf, false)?;
+        }
         let (protocol, connected) = {
             let st = this.st.try_ref()?;
             (
@@ -789,7 +803,8 @@ impl StreamTransport {
                 }
             }
         }
-        if !this.write_checks(py, "writelines")? {
+        // Before 3.12 writelines() is write(b"".join(...)), with write()'s messages.
+        if !this.write_checks(py, if modern { "writelines" } else { "write" })? {
             return Ok(());
         }
         let was_empty = {
@@ -811,9 +826,31 @@ impl StreamTransport {
     }
 
     fn write_eof(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
         let this = slf.get();
         if this.kind == Kind::ReadPipe {
             return Err(pyo3::exceptions::PyNotImplementedError::new_err(()));
+        }
+        if this.kind == Kind::WritePipe {
+            // A pipe has no half-close: its EOF closes the write end once the queue is
+            // written (see `flush`).
+            let empty = {
+                let mut st = this.st.try_mut()?;
+                if st.closing {
+                    return Ok(());
+                }
+                st.closing = true;
+                if st.wbuf.is_empty() {
+                    st.conn_lost += 1;
+                }
+                st.wbuf.is_empty()
+            };
+            if empty {
+                Self::set_reading(slf, false)?;
+                let cb = slf.getattr(intern!(py, "_call_connection_lost"))?;
+                Self::call_soon(slf, &cb, py.None())?;
+            }
+            return Ok(());
         }
         let empty = {
             let mut st = this.st.try_mut()?;
@@ -823,21 +860,10 @@ impl StreamTransport {
             st.eof = true;
             st.wbuf.is_empty()
         };
-        if !empty {
-            return Ok(());
+        if empty {
+            this.shutdown_write(py)?;
         }
-        if this.kind == Kind::WritePipe {
-            // A pipe has no half-close: its EOF is closing the write end.
-            {
-                let mut st = this.st.try_mut()?;
-                st.closing = true;
-                st.conn_lost += 1;
-            }
-            Self::set_reading(slf, false)?;
-            let cb = slf.getattr(intern!(slf.py(), "_call_connection_lost"))?;
-            return Self::call_soon(slf, &cb, slf.py().None());
-        }
-        this.shutdown_write(slf.py())
+        Ok(())
     }
 
     fn can_write_eof(&self) -> bool {

@@ -254,7 +254,8 @@ async def spin(n=5):
 
 
 async def settle(loop):
-    """A short real wait, for things that must NOT happen (a liveness window, not a check)."""
+    """A short real wait before checking that something did NOT happen (not a timing check:
+    a broken transport fails it whatever the machine's speed)."""
     await asyncio.sleep(0.05)
 
 
@@ -822,10 +823,9 @@ def test_connection_lost_is_called_once_and_late(any_loop, sockpair):
         transport.abort()
         await proto.lost
         await spin()
-        return proto.events, transport.get_extra_info("socket") is not None
+        return proto.events
 
-    events, _ = run(any_loop, main())
-    assert events == ["made", "lost"]
+    assert run(any_loop, main()) == ["made", "lost"]
 
 
 # -- extra info, protocol ------------------------------------------------------------------------

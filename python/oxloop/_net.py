@@ -107,6 +107,11 @@ def _interleave(infos, first_family_count=1):
     return out
 
 
+def _bind_error_text(err) -> str:
+    # 3.13 quotes the whole error ("[errno 98] address already in use").
+    return str(err).lower() if _PY313 else (err.strerror or str(err)).lower()
+
+
 def _set_reuseport(sock) -> None:
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ValueError("reuse_port not supported by socket module")
@@ -392,8 +397,10 @@ class NetMethods:
                         sock.bind(laddr)
                         break
                     except OSError as exc:
-                        reason = exc.strerror.lower() if exc.strerror else str(exc)
-                        msg = f"error while attempting to bind on address {laddr!r}: {reason}"
+                        msg = (
+                            f"error while attempting to bind on address {laddr!r}: "
+                            f"{_bind_error_text(exc)}"
+                        )
                         mine.append(OSError(exc.errno, msg))
                 else:
                     if mine:
@@ -556,9 +563,11 @@ class NetMethods:
                     try:
                         sock.bind(sa)
                     except OSError as err:
-                        reason = err.strerror if _PY311 else (err.strerror or "").lower()
-                        msg = f"error while attempting to bind on address {sa!r}: {reason}"
-                        if err.errno == errno.EADDRNOTAVAIL:
+                        msg = (
+                            f"error while attempting to bind on address {sa!r}: "
+                            f"{_bind_error_text(err)}"
+                        )
+                        if _PY313 and err.errno == errno.EADDRNOTAVAIL:
                             # The family is not enabled on this host: skip it.
                             sockets.pop()
                             sock.close()
@@ -566,7 +575,7 @@ class NetMethods:
                                 logger.warning(msg)
                             continue
                         raise OSError(err.errno, msg) from None
-                if not sockets:
+                if _PY313 and not sockets:
                     addrs = [info[4] for info in infos]
                     raise OSError(f"could not bind on any address out of {addrs!r}")
                 completed = True
@@ -620,10 +629,10 @@ class NetMethods:
         start_serving=True,
         **kwargs,
     ):
-        cleanup_socket = kwargs.pop("cleanup_socket", True)
-        if kwargs or (not _PY313 and "cleanup_socket" in kwargs):
-            bad = next(iter(kwargs))
+        if kwargs and (not _PY313 or set(kwargs) != {"cleanup_socket"}):
+            bad = next(k for k in kwargs if k != "cleanup_socket" or not _PY313)
             raise TypeError(f"create_unix_server() got an unexpected keyword argument '{bad}'")
+        cleanup_socket = kwargs.get("cleanup_socket", True)
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
         _check_ssl_timeouts(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
