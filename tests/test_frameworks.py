@@ -23,7 +23,6 @@ import threading
 import warnings
 
 import pytest
-from certs import make_pki
 from support import clean_env, open_fds
 
 import oxloop
@@ -36,6 +35,7 @@ websockets = pytest.importorskip("websockets")
 pytest.importorskip("trustme")
 
 from aiohttp import web  # noqa: E402
+from certs import make_pki  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse  # noqa: E402
 from starlette.routing import Route, WebSocketRoute  # noqa: E402
@@ -51,7 +51,7 @@ MiB = 1 << 20
 
 
 def payload(size, seed=0):
-    """``size`` reproducible pseudo-random bytes: every value 0-255 occurs, no repeating period."""
+    """``size`` reproducible pseudo-random bytes: a lost, repeated or reordered chunk shows."""
     return random.Random(seed).randbytes(size)
 
 
