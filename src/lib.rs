@@ -10,6 +10,7 @@ mod signals;
 mod stats;
 mod stream;
 mod timers;
+mod udp;
 mod watchdog;
 mod wbuf;
 
@@ -21,6 +22,7 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<stream::StreamTransport>()?;
+    m.add_class::<udp::DatagramTransport>()?;
     m.add_function(wrap_pyfunction!(helpers::_set_helpers, m)?)?;
     Ok(())
 }

@@ -13,15 +13,12 @@ from support import run
 def _calls(loop):
     """(method name, zero-arg coroutine factory) for each method not built yet."""
     return {
-        "create_datagram_endpoint": lambda: loop.create_datagram_endpoint(
-            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
-        ),
         "subprocess_exec": lambda: loop.subprocess_exec(asyncio.SubprocessProtocol, "true"),
         "subprocess_shell": lambda: loop.subprocess_shell(asyncio.SubprocessProtocol, "true"),
     }
 
 
-METHODS = ["create_datagram_endpoint", "subprocess_exec", "subprocess_shell"]
+METHODS = ["subprocess_exec", "subprocess_shell"]
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -10,12 +10,6 @@ import pytest
 from support import is_stock, run
 
 
-def oxloop_bug(request, loop, reason):
-    """Mark the oxloop parametrisation of the running test as a known oxloop bug."""
-    if not is_stock(loop):
-        request.applymarker(pytest.mark.xfail(reason=f"oxloop bug: {reason}", strict=True))
-
-
 class Recorder(asyncio.Protocol):
     def __init__(self):
         self.loop = asyncio.get_running_loop()
@@ -334,14 +328,6 @@ def test_write_pipe_abort(any_loop, pipe):
 
 @pytest.mark.parametrize("how", ["close", "write_eof"])
 def test_write_pipe_close_flushes(request, any_loop, pipe, how):
-    if how == "write_eof":
-        oxloop_bug(
-            request,
-            any_loop,
-            "write pipe: write_eof() with data buffered leaves is_closing() False and, once "
-            "the buffer drains, never closes the pipe: the reader gets no EOF and "
-            "connection_lost is never called",
-        )
     rf, wf = pipe
 
     async def main():

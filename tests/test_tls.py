@@ -15,7 +15,7 @@ import socket
 import subprocess
 
 import pytest
-from support import is_stock, run
+from support import run
 from test_transports import BufferedCollector, Echo, Recorder, payload, spin
 
 ssl = pytest.importorskip("ssl")
@@ -123,11 +123,6 @@ def server_ctx(certs):
 def client_ctx(certs):
     ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
     return ctx
-
-
-def oxloop_bug(request, loop, reason):
-    if not is_stock(loop):
-        request.applymarker(pytest.mark.xfail(reason=f"oxloop bug: {reason}", strict=True))
 
 
 # -- ssl= on connections and servers -------------------------------------------------------------

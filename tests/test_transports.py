@@ -22,12 +22,6 @@ PY313 = sys.version_info >= (3, 13)
 WAIT_CLOSED_WAITS = sys.version_info >= (3, 12, 1)
 
 
-def oxloop_bug(request, loop, reason):
-    """Mark the oxloop parametrisation of the running test as a known oxloop bug."""
-    if not is_stock(loop):
-        request.applymarker(pytest.mark.xfail(reason=f"oxloop bug: {reason}", strict=True))
-
-
 # -- helpers -------------------------------------------------------------------------------------
 
 
@@ -463,13 +457,6 @@ def test_writelines_rejects_non_bytes(any_loop, sockpair, bad, old, new):
 
 
 def test_write_after_write_eof_raises(request, any_loop, sockpair):
-    if not PY312:
-        oxloop_bug(
-            request,
-            any_loop,
-            "on 3.10/3.11 writelines() after write_eof() raises 'Cannot call writelines() after "
-            "write_eof()' (the 3.12 message), stock: 'Cannot call write() after write_eof()'",
-        )
     a, b = sockpair
 
     async def main():
@@ -1270,13 +1257,6 @@ def test_create_server_on_several_hosts(any_loop):
 
 
 def test_create_server_reuse_port(request, any_loop):
-    if sys.version_info >= (3, 11):
-        oxloop_bug(
-            request,
-            any_loop,
-            "create_server bind error keeps strerror's case ('Address already in use'); stock "
-            "lowers it ('address already in use'; 3.13: '[errno 98] address already in use')",
-        )
 
     async def main():
         first = await any_loop.create_server(Echo, "127.0.0.1", 0, reuse_port=True)
@@ -1376,12 +1356,6 @@ def test_unix_server_cleanup_socket_false(any_loop, tmp_path):
 
 @pytest.mark.skipif(PY313, reason="before 3.13 there is no cleanup_socket")
 def test_unix_server_cleanup_socket_unknown_before_313(request, any_loop, tmp_path):
-    oxloop_bug(
-        request,
-        any_loop,
-        "create_unix_server accepts cleanup_socket= before 3.13 (stock: TypeError): it pops "
-        "the key before checking for it",
-    )
 
     async def main():
         with pytest.raises(TypeError) as info:
@@ -1564,13 +1538,6 @@ def test_create_connection_tries_every_address(any_loop, kwargs):
 
 
 def test_create_connection_local_addr(request, any_loop):
-    if PY313:
-        oxloop_bug(
-            request,
-            any_loop,
-            "3.13: create_connection's local_addr bind error ends in 'address already in use'; "
-            "stock 3.13 uses str(exc).lower(): '[errno 98] address already in use'",
-        )
 
     async def main():
         accepted = any_loop.create_future()

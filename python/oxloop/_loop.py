@@ -23,6 +23,7 @@ from asyncio import coroutines, events, futures, tasks
 from asyncio.log import logger
 
 from . import _helpers
+from ._datagram import DatagramMethods
 from ._net import NetMethods
 from ._oxloop import LoopCore, _set_helpers
 from ._sock import SockMethods
@@ -63,7 +64,7 @@ def _not_yet(name: str):
     return method
 
 
-class Loop(NetMethods, SockMethods, LoopCore, asyncio.AbstractEventLoop):
+class Loop(NetMethods, DatagramMethods, SockMethods, LoopCore, asyncio.AbstractEventLoop):
     """An asyncio event loop whose core runs in Rust."""
 
     def __init__(self) -> None:
@@ -457,8 +458,6 @@ class Loop(NetMethods, SockMethods, LoopCore, asyncio.AbstractEventLoop):
                     }
                 )
 
-    # ------------------------------------------- built by the transports issue
-    create_datagram_endpoint = _not_yet("create_datagram_endpoint")
     # --------------------------------------------- built by the subprocess issue
     subprocess_shell = _not_yet("subprocess_shell")
     subprocess_exec = _not_yet("subprocess_exec")

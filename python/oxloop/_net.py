@@ -839,29 +839,26 @@ class NetMethods:
     # ------------------------------------------------------------ pipes
 
     async def connect_read_pipe(self, protocol_factory, pipe):
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        transport = _transports.make_read_pipe_transport(self, pipe, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
-        if self.get_debug():
-            logger.debug("Read pipe %r connected: (%r, %r)", pipe.fileno(), transport, protocol)
-        return transport, protocol
+        return await self._connect_pipe(
+            protocol_factory, pipe, _transports.make_read_pipe_transport, "Read"
+        )
 
     async def connect_write_pipe(self, protocol_factory, pipe):
+        return await self._connect_pipe(
+            protocol_factory, pipe, _transports.make_write_pipe_transport, "Write"
+        )
+
+    async def _connect_pipe(self, protocol_factory, pipe, make, kind):
         protocol = protocol_factory()
         waiter = self.create_future()
-        transport = _transports.make_write_pipe_transport(self, pipe, protocol, waiter)
+        transport = make(self, pipe, protocol, waiter)
         try:
             await waiter
         except BaseException:
             transport.close()
             raise
         if self.get_debug():
-            logger.debug("Write pipe %r connected: (%r, %r)", pipe.fileno(), transport, protocol)
+            logger.debug("%s pipe %r connected: (%r, %r)", kind, pipe.fileno(), transport, protocol)
         return transport, protocol
 
     # ------------------------------------------------------------ TLS upgrade

@@ -25,13 +25,16 @@ def _set_result_unless_cancelled(fut, result) -> None:
         fut.set_result(result)
 
 
-class _Transport(StreamTransport):
+class TransportMixin:
+    """What every transport class adds to its Rust base: the stock repr, the
+    `ResourceWarning` of a transport dropped unclosed, and `__class__` (see `virtual`)."""
+
     __slots__ = ()
 
     # A Rust class cannot also derive from asyncio.Transport (whose `__slots__` give it a
     # layout of its own), yet code checks `isinstance(t, asyncio.Transport)`. isinstance
     # consults `__class__` when the real type does not match, so each transport class
-    # reports a namesake subclass of the asyncio ABC there; `type(t)` stays the real class.
+    # reports a namesake subclass of the asyncio class there; `type(t)` stays the real one.
     @property
     def __class__(self):
         return _VIRTUAL[type(self)]
@@ -53,6 +56,18 @@ class _Transport(StreamTransport):
         if sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             sock.close()
+
+
+_VIRTUAL = {}
+
+
+def virtual(cls, *bases):
+    """Give transport class `cls` its `__class__`: a namesake deriving from `bases`."""
+    _VIRTUAL[cls] = type(cls.__name__, bases, {"__slots__": (), "__module__": cls.__module__})
+
+
+class _Transport(TransportMixin, StreamTransport):
+    __slots__ = ()
 
 
 class _SocketTransport(_Transport):
@@ -77,18 +92,10 @@ class WritePipeTransport(_Transport):
     __slots__ = ()
 
 
-_VIRTUAL = {}
-
-
-def _virtual(cls, base):
-    """A pure-Python stand-in for `cls` deriving from the asyncio transport class `base`."""
-    _VIRTUAL[cls] = type(cls.__name__, (base,), {"__slots__": (), "__module__": cls.__module__})
-
-
-_virtual(TCPTransport, transports.Transport)
-_virtual(UnixTransport, transports.Transport)
-_virtual(ReadPipeTransport, transports.ReadTransport)
-_virtual(WritePipeTransport, transports.WriteTransport)
+virtual(TCPTransport, transports.Transport)
+virtual(UnixTransport, transports.Transport)
+virtual(ReadPipeTransport, transports.ReadTransport)
+virtual(WritePipeTransport, transports.WriteTransport)
 
 
 def _start(loop, transport, protocol, waiter, server) -> None:
