@@ -1003,6 +1003,16 @@ impl LoopCore {
         Self::unset_reader_or_writer(slf, fd, true)
     }
 
+    /// `remove_reader` without the transport check (for the sock_* methods, which may
+    /// run on a transport's socket during sendfile).
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::unset_reader_or_writer(slf, fd, false)
+    }
+
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::unset_reader_or_writer(slf, fd, true)
+    }
+
     /// Record that `transport` owns `fd` (see `ensure_fd_no_transport`).
     fn _claim_fd(&self, fd: RawFd, transport: &Bound<'_, PyAny>) -> PyResult<()> {
         let weak = pyo3::types::PyWeakrefReference::new(transport)?;

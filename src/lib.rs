@@ -10,6 +10,7 @@ mod signals;
 mod stats;
 mod stream;
 mod timers;
+mod transport;
 mod udp;
 mod watchdog;
 mod wbuf;

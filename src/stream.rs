@@ -10,9 +10,7 @@
 
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::{
-    PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
-};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -20,40 +18,24 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
 use crate::event_loop::LoopCore;
+use crate::transport::{
+    log_fatal_os_error, logger, loop_core, must_propagate, notify_flow, report, with_read_buf,
+    FlowChange, FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
+};
 use crate::wbuf::{is_retry, os_error, send_once, ByteView, Sink, WriteQueue};
 
-/// Largest single read, as the stock transports (`max_size`).
-const MAX_READ: usize = 256 * 1024;
-/// Writes after the connection was lost that pass silently before each one logs.
-const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
-const DEFAULT_HIGH: usize = 64 * 1024;
+static BUFFERED_PROTOCOL: GILOnceCell<PyObject> = GILOnceCell::new();
 
-/// One read buffer for every transport of the process: data is copied out into `bytes`
-/// before any Python code runs, and only the thread holding the GIL reads into it.
-static READ_BUF: GilCell<Vec<u8>> = GilCell::new(Vec::new());
-
-static PY_NAMES: GILOnceCell<PyNames> = GILOnceCell::new();
-
-struct PyNames {
-    buffered_protocol: PyObject,
-    logger: PyObject,
-}
-
-fn names(py: Python<'_>) -> PyResult<&PyNames> {
-    PY_NAMES.get_or_try_init(py, || {
-        Ok(PyNames {
-            buffered_protocol: py
-                .import("asyncio.protocols")?
+fn is_buffered(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = protocol.py();
+    let cls = BUFFERED_PROTOCOL.get_or_try_init(py, || {
+        Ok::<_, PyErr>(
+            py.import("asyncio.protocols")?
                 .getattr("BufferedProtocol")?
                 .unbind(),
-            logger: py.import("asyncio.log")?.getattr("logger")?.unbind(),
-        })
-    })
-}
-
-/// SystemExit and KeyboardInterrupt propagate; every other error the transport handles.
-fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
+        )
+    })?;
+    protocol.is_instance(cls.bind(py))
 }
 
 /// What kind of fd the transport drives.
@@ -75,15 +57,13 @@ struct State {
     empty_waiter: Option<PyObject>,
     buffered: bool,
     protocol_connected: bool,
-    protocol_paused: bool,
     conn_lost: u32,
     closing: bool,
     paused: bool,
     eof: bool,
     reading: bool,
     writing: bool,
-    high: usize,
-    low: usize,
+    flow: FlowControl,
     wbuf: WriteQueue,
 }
 
@@ -92,13 +72,6 @@ pub struct StreamTransport {
     fd: RawFd,
     kind: Kind,
     st: GilCell<State>,
-}
-
-fn loop_core<'py>(py: Python<'py>, lp: &Option<PyObject>) -> PyResult<Bound<'py, LoopCore>> {
-    match lp {
-        Some(l) => Ok(l.bind(py).downcast::<LoopCore>()?.clone()),
-        None => Err(PyRuntimeError::new_err("the transport is closed")),
-    }
 }
 
 impl StreamTransport {
@@ -162,12 +135,11 @@ impl StreamTransport {
 
     fn log_debug(slf: &Bound<'_, Self>, fmt: &str, exc: Option<&PyErr>) -> PyResult<()> {
         let py = slf.py();
-        let logger = names(py)?.logger.bind(py);
         let kwargs = PyDict::new(py);
         if let Some(e) = exc {
             kwargs.set_item("exc_info", e.value(py))?;
         }
-        logger.call_method("debug", (fmt, slf), Some(&kwargs))?;
+        logger(py)?.call_method("debug", (fmt, slf), Some(&kwargs))?;
         Ok(())
     }
 
@@ -182,10 +154,7 @@ impl StreamTransport {
         }
         if quiet {
             if slf.get().debug(py) {
-                let logger = names(py)?.logger.bind(py);
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("exc_info", err.value(py))?;
-                logger.call_method("debug", ("%r: %s", slf, message), Some(&kwargs))?;
+                log_fatal_os_error(slf, &err, message)?;
             }
         } else {
             Self::report(slf, &err, message)?;
@@ -195,25 +164,17 @@ impl StreamTransport {
 
     /// `loop.call_exception_handler` with the transport and protocol.
     fn report(slf: &Bound<'_, Self>, err: &PyErr, message: &str) -> PyResult<()> {
-        let py = slf.py();
-        let (lp, protocol) = {
-            let st = slf.get().st.try_ref()?;
-            (
-                st.loop_.as_ref().map(|l| l.clone_ref(py)),
-                st.protocol.as_ref().map(|p| p.clone_ref(py)),
-            )
-        };
-        let Some(lp) = lp else {
-            return Ok(());
-        };
-        let ctx = PyDict::new(py);
-        ctx.set_item("message", message)?;
-        ctx.set_item("exception", err.value(py))?;
-        ctx.set_item("transport", slf)?;
-        ctx.set_item("protocol", protocol)?;
-        lp.bind(py)
-            .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-        Ok(())
+        let (lp, protocol) = slf.get().links(slf.py())?;
+        report(slf, lp, protocol, err, message)
+    }
+
+    /// The loop and the protocol, for calls made without the state borrowed.
+    fn links(&self, py: Python<'_>) -> PyResult<(Option<PyObject>, Option<PyObject>)> {
+        let st = self.st.try_ref()?;
+        Ok((
+            st.loop_.as_ref().map(|l| l.clone_ref(py)),
+            st.protocol.as_ref().map(|p| p.clone_ref(py)),
+        ))
     }
 
     fn force_close(slf: &Bound<'_, Self>, exc: Option<PyObject>) -> PyResult<()> {
@@ -276,18 +237,15 @@ impl StreamTransport {
     fn read_data(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let result = {
-            let mut buf = READ_BUF.try_mut()?;
-            if buf.len() < MAX_READ {
-                buf.resize(MAX_READ, 0);
-            }
-            let n = unsafe { libc::read(this.fd, buf.as_mut_ptr() as *mut libc::c_void, MAX_READ) };
+        let result = with_read_buf(|buf| {
+            let n =
+                unsafe { libc::read(this.fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
             if n < 0 {
                 Err(std::io::Error::last_os_error())
             } else {
                 Ok(PyBytes::new(py, &buf[..n as usize]))
             }
-        };
+        })?;
         match result {
             Err(e) if is_retry(&e) => Ok(()),
             Err(e) => Self::fatal_error(slf, os_error(&e), this.read_error()),
@@ -430,45 +388,29 @@ impl StreamTransport {
     }
 
     fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let protocol = {
+        let change = {
             let mut st = slf.get().st.try_mut()?;
-            if st.wbuf.len() <= st.high || st.protocol_paused {
-                return Ok(());
-            }
-            st.protocol_paused = true;
-            st.protocol.as_ref().map(|p| p.clone_ref(py))
+            let size = st.wbuf.len();
+            st.flow.grown(size)
         };
-        if let Some(p) = protocol {
-            if let Err(e) = p.bind(py).call_method0(intern!(py, "pause_writing")) {
-                if must_propagate(py, &e) {
-                    return Err(e);
-                }
-                Self::report(slf, &e, "protocol.pause_writing() failed")?;
-            }
-        }
-        Ok(())
+        Self::notify(slf, change)
     }
 
     fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let protocol = {
+        let change = {
             let mut st = slf.get().st.try_mut()?;
-            if !st.protocol_paused || st.wbuf.len() > st.low {
-                return Ok(());
-            }
-            st.protocol_paused = false;
-            st.protocol.as_ref().map(|p| p.clone_ref(py))
+            let size = st.wbuf.len();
+            st.flow.shrunk(size)
         };
-        if let Some(p) = protocol {
-            if let Err(e) = p.bind(py).call_method0(intern!(py, "resume_writing")) {
-                if must_propagate(py, &e) {
-                    return Err(e);
-                }
-                Self::report(slf, &e, "protocol.resume_writing() failed")?;
-            }
+        Self::notify(slf, change)
+    }
+
+    fn notify(slf: &Bound<'_, Self>, change: FlowChange) -> PyResult<()> {
+        if matches!(change, FlowChange::None) {
+            return Ok(());
         }
-        Ok(())
+        let (lp, protocol) = slf.get().links(slf.py())?;
+        notify_flow(slf, change, lp, protocol)
     }
 
     /// The checks both `write` and `writelines` make. Ok(false): nothing to do.
@@ -486,13 +428,12 @@ impl StreamTransport {
         }
         if st.conn_lost > 0 || (self.kind == Kind::WritePipe && st.closing) {
             if st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
-                let logger = names(py)?.logger.bind(py);
                 let msg = if self.kind == Kind::Socket {
                     "socket.send() raised exception."
                 } else {
                     "pipe closed by peer or os.write(pipe, data) raised exception."
                 };
-                logger.call_method1("warning", (msg,))?;
+                logger(py)?.call_method1("warning", (msg,))?;
             }
             st.conn_lost += 1;
             return Ok(false);
@@ -662,7 +603,7 @@ impl StreamTransport {
             2 => Kind::WritePipe,
             _ => return Err(PyValueError::new_err("bad transport kind")),
         };
-        let buffered = protocol.is_instance(names(py)?.buffered_protocol.bind(py))?;
+        let buffered = is_buffered(protocol)?;
         core.get().note_transport(1);
         Ok(StreamTransport {
             fd,
@@ -676,15 +617,13 @@ impl StreamTransport {
                 empty_waiter: None,
                 buffered,
                 protocol_connected: true,
-                protocol_paused: false,
                 conn_lost: 0,
                 closing: false,
                 paused: false,
                 eof: false,
                 reading: false,
                 writing: false,
-                high: DEFAULT_HIGH,
-                low: DEFAULT_HIGH / 4,
+                flow: FlowControl::default(),
                 wbuf: WriteQueue::default(),
             }),
         })
@@ -934,8 +873,8 @@ impl StreamTransport {
         Ok(())
     }
 
-    fn set_protocol(&self, py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
-        let buffered = protocol.is_instance(names(py)?.buffered_protocol.bind(py))?;
+    fn set_protocol(&self, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        let buffered = is_buffered(protocol)?;
         let mut st = self.st.try_mut()?;
         st.protocol = Some(protocol.clone().unbind());
         st.buffered = buffered;
@@ -979,7 +918,7 @@ impl StreamTransport {
 
     fn get_write_buffer_limits(&self) -> PyResult<(usize, usize)> {
         let st = self.st.try_ref()?;
-        Ok((st.low, st.high))
+        Ok((st.flow.low, st.flow.high))
     }
 
     #[pyo3(signature = (high=None, low=None))]
@@ -988,31 +927,11 @@ impl StreamTransport {
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let high = high.filter(|h| !h.is_none());
-        let low = low.filter(|l| !l.is_none());
-        let high: Bound<'_, PyAny> = match (high, &low) {
-            (Some(h), _) => h.clone(),
-            (None, None) => DEFAULT_HIGH.into_pyobject(py)?.into_any(),
-            (None, Some(l)) => l.mul(4)?,
-        };
-        let low: Bound<'_, PyAny> = match low {
-            Some(l) => l.clone(),
-            None => high.floor_div(4)?,
-        };
-        let zero = 0i64.into_pyobject(py)?;
-        if !(high.ge(&low)? && low.ge(&zero)?) {
-            return Err(PyValueError::new_err(format!(
-                "high ({}) must be >= low ({}) must be >= 0",
-                high.repr()?,
-                low.repr()?
-            )));
-        }
-        {
-            let mut st = slf.get().st.try_mut()?;
-            st.high = high.extract()?;
-            st.low = low.extract()?;
-        }
+        slf.get()
+            .st
+            .try_mut()?
+            .flow
+            .set_limits(slf.py(), high, low)?;
         Self::maybe_pause_protocol(slf)
     }
 
@@ -1086,7 +1005,7 @@ impl StreamTransport {
 
     #[getter]
     fn _protocol_paused(&self) -> PyResult<bool> {
-        Ok(self.st.try_ref()?.protocol_paused)
+        Ok(self.st.try_ref()?.flow.paused)
     }
 
     /// `read=polling|idle write=<polling|idle, bufsize=N>`, as the stock repr shows.

@@ -16,44 +16,22 @@ use std::ffi::CString;
 use std::os::fd::RawFd;
 
 use pyo3::exceptions::{
-    PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PyRuntimeError,
-    PySystemExit, PyTypeError, PyValueError,
+    PyBlockingIOError, PyInterruptedError, PyOSError, PyRuntimeError, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
 use crate::event_loop::LoopCore;
+use crate::transport::{
+    log_fatal_os_error, logger, loop_core, must_propagate, notify_flow, report, with_read_buf,
+    FlowChange, FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
+};
 use crate::wbuf::{is_retry, os_error, ByteView};
 
-/// Largest datagram read, as the stock transport (`max_size`).
-const MAX_READ: usize = 256 * 1024;
-/// Sends after the connection was lost that pass silently before each one logs.
-const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
-const DEFAULT_HIGH: usize = 64 * 1024;
 /// Per queued datagram, 3.13+ counts this much on top of the payload (the UDP header).
 const HEADER_SIZE: usize = 8;
-
-/// One receive buffer for every datagram transport: each datagram is copied out into
-/// `bytes` before any Python code runs.
-static READ_BUF: GilCell<Vec<u8>> = GilCell::new(Vec::new());
-
-static LOGGER: GILOnceCell<PyObject> = GILOnceCell::new();
-
-fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    LOGGER
-        .get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("asyncio.log")?.getattr("logger")?.unbind())
-        })
-        .map(|l| l.bind(py))
-}
-
-/// SystemExit and KeyboardInterrupt propagate; every other error the transport handles.
-fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
-}
 
 /// How one send or receive ended.
 enum Outcome<T> {
@@ -245,14 +223,12 @@ struct State {
     /// The `remote_addr` the endpoint was made for (sends go there).
     address: Option<PyObject>,
     protocol_connected: bool,
-    protocol_paused: bool,
     conn_lost: u32,
     closing: bool,
     paused: bool,
     reading: bool,
     writing: bool,
-    high: usize,
-    low: usize,
+    flow: FlowControl,
     queue: VecDeque<Queued>,
     queued_size: usize,
 }
@@ -266,13 +242,6 @@ pub struct DatagramTransport {
     /// 3.13+: empty datagrams are sent, and each queued one counts its header.
     py313: bool,
     st: GilCell<State>,
-}
-
-fn loop_core<'py>(py: Python<'py>, lp: &Option<PyObject>) -> PyResult<Bound<'py, LoopCore>> {
-    match lp {
-        Some(l) => Ok(l.bind(py).downcast::<LoopCore>()?.clone()),
-        None => Err(PyRuntimeError::new_err("the transport is closed")),
-    }
 }
 
 impl DatagramTransport {
@@ -359,9 +328,7 @@ impl DatagramTransport {
         let py = slf.py();
         if err.is_instance_of::<PyOSError>(py) {
             if slf.get().debug(py) {
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("exc_info", err.value(py))?;
-                logger(py)?.call_method("debug", ("%r: %s", slf, message), Some(&kwargs))?;
+                log_fatal_os_error(slf, &err, message)?;
             }
         } else {
             Self::report(slf, &err, message)?;
@@ -478,95 +445,71 @@ impl DatagramTransport {
                 Err(e) => classify(py, e),
             };
         }
-        let mut buf = READ_BUF.try_mut()?;
-        if buf.len() < MAX_READ {
-            buf.resize(MAX_READ, 0);
-        }
         let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let n = unsafe {
-            libc::recvfrom(
-                self.fd,
-                buf.as_mut_ptr() as *mut libc::c_void,
-                MAX_READ,
-                0,
-                &mut ss as *mut _ as *mut libc::sockaddr,
-                &mut len,
-            )
+        let got = with_read_buf(|buf| {
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd,
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                    &mut ss as *mut _ as *mut libc::sockaddr,
+                    &mut len,
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(PyBytes::new(py, &buf[..n as usize]).into_any().unbind())
+            }
+        })?;
+        let data = match got {
+            Ok(d) => d,
+            Err(e) => return Ok(from_io(Err(e))),
         };
-        if n < 0 {
-            return Ok(from_io(Err(std::io::Error::last_os_error())));
-        }
-        let data = PyBytes::new(py, &buf[..n as usize]).into_any().unbind();
-        drop(buf);
         Ok(Outcome::Done((data, addr_to_py(py, &ss, len)?)))
     }
 
     fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let protocol = {
+        let change = {
             let mut st = slf.get().st.try_mut()?;
-            if st.queued_size <= st.high || st.protocol_paused {
-                return Ok(());
-            }
-            st.protocol_paused = true;
-            st.protocol.as_ref().map(|p| p.clone_ref(py))
+            let size = st.queued_size;
+            st.flow.grown(size)
         };
-        if let Some(p) = protocol {
-            if let Err(e) = p.bind(py).call_method0(intern!(py, "pause_writing")) {
-                Self::report_flow(slf, e, "protocol.pause_writing() failed")?;
-            }
-        }
-        Ok(())
+        Self::notify(slf, change)
     }
 
     fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let protocol = {
+        let change = {
             let mut st = slf.get().st.try_mut()?;
-            if !st.protocol_paused || st.queued_size > st.low {
-                return Ok(());
-            }
-            st.protocol_paused = false;
-            st.protocol.as_ref().map(|p| p.clone_ref(py))
+            let size = st.queued_size;
+            st.flow.shrunk(size)
         };
-        if let Some(p) = protocol {
-            if let Err(e) = p.bind(py).call_method0(intern!(py, "resume_writing")) {
-                Self::report_flow(slf, e, "protocol.resume_writing() failed")?;
-            }
+        Self::notify(slf, change)
+    }
+
+    fn notify(slf: &Bound<'_, Self>, change: FlowChange) -> PyResult<()> {
+        if matches!(change, FlowChange::None) {
+            return Ok(());
         }
-        Ok(())
+        let (lp, protocol) = slf.get().links(slf.py())?;
+        notify_flow(slf, change, lp, protocol)
     }
 
     /// `loop.call_exception_handler` with the transport and protocol.
     fn report(slf: &Bound<'_, Self>, err: &PyErr, message: &str) -> PyResult<()> {
-        let py = slf.py();
-        let (lp, protocol) = {
-            let st = slf.get().st.try_ref()?;
-            (
-                st.loop_.as_ref().map(|l| l.clone_ref(py)),
-                st.protocol.as_ref().map(|p| p.clone_ref(py)),
-            )
-        };
-        let Some(lp) = lp else {
-            return Ok(());
-        };
-        let ctx = PyDict::new(py);
-        ctx.set_item("message", message)?;
-        ctx.set_item("exception", err.value(py))?;
-        ctx.set_item("transport", slf)?;
-        ctx.set_item("protocol", protocol)?;
-        lp.bind(py)
-            .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
-        Ok(())
+        let (lp, protocol) = slf.get().links(slf.py())?;
+        report(slf, lp, protocol, err, message)
     }
 
-    /// A failed `pause_writing`/`resume_writing` is reported; the transport goes on.
-    fn report_flow(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
-        if must_propagate(slf.py(), &err) {
-            return Err(err);
-        }
-        Self::report(slf, &err, message)
+    /// The loop and the protocol, for calls made without the state borrowed.
+    fn links(&self, py: Python<'_>) -> PyResult<(Option<PyObject>, Option<PyObject>)> {
+        let st = self.st.try_ref()?;
+        Ok((
+            st.loop_.as_ref().map(|l| l.clone_ref(py)),
+            st.protocol.as_ref().map(|p| p.clone_ref(py)),
+        ))
     }
 
     fn call_connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
@@ -636,14 +579,12 @@ impl DatagramTransport {
                 extra: Some(extra.unwrap_or_else(|| PyDict::new(py)).unbind()),
                 address: address.filter(|a| !a.is_none(py)),
                 protocol_connected: true,
-                protocol_paused: false,
                 conn_lost: 0,
                 closing: false,
                 paused: false,
                 reading: false,
                 writing: false,
-                high: DEFAULT_HIGH,
-                low: DEFAULT_HIGH / 4,
+                flow: FlowControl::default(),
                 queue: VecDeque::new(),
                 queued_size: 0,
             }),
@@ -944,7 +885,7 @@ impl DatagramTransport {
 
     fn get_write_buffer_limits(&self) -> PyResult<(usize, usize)> {
         let st = self.st.try_ref()?;
-        Ok((st.low, st.high))
+        Ok((st.flow.low, st.flow.high))
     }
 
     #[pyo3(signature = (high=None, low=None))]
@@ -953,31 +894,11 @@ impl DatagramTransport {
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let py = slf.py();
-        let high = high.filter(|h| !h.is_none());
-        let low = low.filter(|l| !l.is_none());
-        let high: Bound<'_, PyAny> = match (high, &low) {
-            (Some(h), _) => h.clone(),
-            (None, None) => DEFAULT_HIGH.into_pyobject(py)?.into_any(),
-            (None, Some(l)) => l.mul(4)?,
-        };
-        let low: Bound<'_, PyAny> = match low {
-            Some(l) => l.clone(),
-            None => high.floor_div(4)?,
-        };
-        let zero = 0i64.into_pyobject(py)?;
-        if !(high.ge(&low)? && low.ge(&zero)?) {
-            return Err(PyValueError::new_err(format!(
-                "high ({}) must be >= low ({}) must be >= 0",
-                high.repr()?,
-                low.repr()?
-            )));
-        }
-        {
-            let mut st = slf.get().st.try_mut()?;
-            st.high = high.extract()?;
-            st.low = low.extract()?;
-        }
+        slf.get()
+            .st
+            .try_mut()?
+            .flow
+            .set_limits(slf.py(), high, low)?;
         Self::maybe_pause_protocol(slf)
     }
 
@@ -1023,7 +944,7 @@ impl DatagramTransport {
 
     #[getter]
     fn _protocol_paused(&self) -> PyResult<bool> {
-        Ok(self.st.try_ref()?.protocol_paused)
+        Ok(self.st.try_ref()?.flow.paused)
     }
 
     /// `read=polling|idle write=<polling|idle, bufsize=N>`, as the stock repr shows.

@@ -4,7 +4,7 @@ The engine (ready queue, timers, polling, readers/writers, signal dispatch) is t
 `LoopCore`; this class adds what runs once per call or only on slow paths: the
 run_forever/run_until_complete wrappers, tasks and task factories, the exception handler,
 the default executor, name resolution, signal-handler installation and async generator
-hooks. Methods built by later work raise NotImplementedError naming themselves.
+hooks.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from . import _helpers
 from ._datagram import DatagramMethods
 from ._net import NetMethods
 from ._oxloop import LoopCore, _set_helpers
+from ._process import ProcessMethods
 from ._sock import SockMethods
 
 _set_helpers(
@@ -55,16 +56,9 @@ def _ignore_signal(signum, frame) -> None:
     """C-level handler: the wakeup fd does the work, the loop runs the real callback."""
 
 
-def _not_yet(name: str):
-    async def method(self, *args, **kwargs):
-        raise NotImplementedError(f"oxloop: loop.{name}() is not implemented yet")
-
-    method.__name__ = name
-    method.__qualname__ = f"Loop.{name}"
-    return method
-
-
-class Loop(NetMethods, DatagramMethods, SockMethods, LoopCore, asyncio.AbstractEventLoop):
+class Loop(
+    ProcessMethods, NetMethods, DatagramMethods, SockMethods, LoopCore, asyncio.AbstractEventLoop
+):
     """An asyncio event loop whose core runs in Rust."""
 
     def __init__(self) -> None:
@@ -79,6 +73,7 @@ class Loop(NetMethods, DatagramMethods, SockMethods, LoopCore, asyncio.AbstractE
         self._signal_socks = None  # (read end, write end) once a signal handler exists
         self._signals = set()
         self._unix_inodes = {}  # listening Unix socket -> inode, to unlink on close (3.13)
+        self._child_watches = {}  # pid -> _process._ChildWatch of each child not reaped yet
         self.set_debug(coroutines._is_debug_mode())
         stall_ms = os.environ.get("OXLOOP_STALL_MS", "").strip()
         if stall_ms:
@@ -173,6 +168,7 @@ class Loop(NetMethods, DatagramMethods, SockMethods, LoopCore, asyncio.AbstractE
                     self.remove_signal_handler(sig)
         if self.get_debug():
             logger.debug("Close %r", self)
+        self._close_children()
         self._close_core()
         if self._signal_socks is not None:
             for s in self._signal_socks:
@@ -457,10 +453,6 @@ class Loop(NetMethods, DatagramMethods, SockMethods, LoopCore, asyncio.AbstractE
                         "asyncgen": agen,
                     }
                 )
-
-    # --------------------------------------------- built by the subprocess issue
-    subprocess_shell = _not_yet("subprocess_shell")
-    subprocess_exec = _not_yet("subprocess_exec")
 
 
 def _set_result_unless_cancelled(fut, result) -> None:

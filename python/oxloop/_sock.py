@@ -60,10 +60,10 @@ class SockMethods:
         """Call `callback(*args)` whenever fd is ready, until `fut` is done."""
         if writer:
             handle = self._add_writer(fd, callback, *args)
-            remove = self.remove_writer
+            remove = self._remove_writer
         else:
             handle = self._add_reader(fd, callback, *args)
-            remove = self.remove_reader
+            remove = self._remove_reader
         fut.add_done_callback(functools.partial(_unwatch, remove, fd, handle))
 
     async def _try_or_wait(self, sock, writer: bool, method: str, *args):

@@ -84,12 +84,14 @@ class UnixTransport(_SocketTransport):
     __slots__ = ()
 
 
+# The pipe transports keep an instance __dict__ (no __slots__): code wraps their methods
+# per instance, e.g. the stock test_subprocess sets transport.pause_reading = Mock().
 class ReadPipeTransport(_Transport):
-    __slots__ = ()
+    pass
 
 
 class WritePipeTransport(_Transport):
-    __slots__ = ()
+    pass
 
 
 virtual(TCPTransport, transports.Transport)

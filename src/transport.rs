@@ -1,0 +1,199 @@
+//! What every transport shares: the read buffer, the link to its loop, which protocol
+//! errors propagate, reports to the loop's exception handler, and write flow control
+//! (the water marks and `pause_writing`/`resume_writing`), as the stock transports do.
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::PyDict;
+use pyo3::{intern, IntoPyObjectExt};
+
+use crate::cell::GilCell;
+use crate::event_loop::LoopCore;
+
+/// Largest single read, as the stock transports (`max_size`).
+pub const MAX_READ: usize = 256 * 1024;
+/// Writes after the connection was lost that pass silently before each one logs.
+pub const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+/// The stock high water mark; the low one is a quarter of the high one.
+pub const DEFAULT_HIGH: usize = 64 * 1024;
+
+/// One read buffer for every transport of the process: what is read is copied out into
+/// `bytes` before any Python code runs, and only the thread holding the GIL reads.
+static READ_BUF: GilCell<Vec<u8>> = GilCell::new(Vec::new());
+
+/// Run `f` over the read buffer (`MAX_READ` bytes).
+pub fn with_read_buf<T>(f: impl FnOnce(&mut [u8]) -> T) -> PyResult<T> {
+    let mut buf = READ_BUF.try_mut()?;
+    if buf.len() < MAX_READ {
+        buf.resize(MAX_READ, 0);
+    }
+    Ok(f(&mut buf[..MAX_READ]))
+}
+
+static LOGGER: GILOnceCell<PyObject> = GILOnceCell::new();
+
+/// asyncio's logger, which the stock transports log through.
+pub fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    LOGGER
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("asyncio.log")?.getattr("logger")?.unbind())
+        })
+        .map(|l| l.bind(py))
+}
+
+/// SystemExit and KeyboardInterrupt propagate; every other error the transport handles.
+pub fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+/// The loop core of a transport's loop (None once the transport has finished).
+pub fn loop_core<'py>(py: Python<'py>, lp: &Option<PyObject>) -> PyResult<Bound<'py, LoopCore>> {
+    match lp {
+        Some(l) => Ok(l.bind(py).downcast::<LoopCore>()?.clone()),
+        None => Err(PyRuntimeError::new_err("the transport is closed")),
+    }
+}
+
+/// `loop.call_exception_handler({message, exception, transport, protocol})`.
+pub fn report(
+    transport: &Bound<'_, PyAny>,
+    lp: Option<PyObject>,
+    protocol: Option<PyObject>,
+    err: &PyErr,
+    message: &str,
+) -> PyResult<()> {
+    let py = transport.py();
+    let Some(lp) = lp else {
+        return Ok(());
+    };
+    let ctx = PyDict::new(py);
+    ctx.set_item("message", message)?;
+    ctx.set_item("exception", err.value(py))?;
+    ctx.set_item("transport", transport)?;
+    ctx.set_item("protocol", protocol)?;
+    lp.bind(py)
+        .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+    Ok(())
+}
+
+/// In debug mode, the stock `logger.debug("%r: %s", transport, message, exc_info=err)`
+/// of a fatal OSError.
+pub fn log_fatal_os_error(
+    transport: &Bound<'_, PyAny>,
+    err: &PyErr,
+    message: &str,
+) -> PyResult<()> {
+    let py = transport.py();
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("exc_info", err.value(py))?;
+    logger(py)?.call_method("debug", ("%r: %s", transport, message), Some(&kwargs))?;
+    Ok(())
+}
+
+/// The write water marks and whether the protocol was told to pause.
+pub struct FlowControl {
+    pub high: usize,
+    pub low: usize,
+    pub paused: bool,
+}
+
+impl Default for FlowControl {
+    fn default() -> Self {
+        FlowControl {
+            high: DEFAULT_HIGH,
+            low: DEFAULT_HIGH / 4,
+            paused: false,
+        }
+    }
+}
+
+/// What a change of the buffered size asks of the protocol.
+pub enum FlowChange {
+    None,
+    Pause,
+    Resume,
+}
+
+impl FlowControl {
+    /// The buffer grew to `size`: past the high mark, pause (once).
+    pub fn grown(&mut self, size: usize) -> FlowChange {
+        if !self.paused && size > self.high {
+            self.paused = true;
+            FlowChange::Pause
+        } else {
+            FlowChange::None
+        }
+    }
+
+    /// The buffer shrank to `size`: at or under the low mark, resume (once).
+    pub fn shrunk(&mut self, size: usize) -> FlowChange {
+        if self.paused && size <= self.low {
+            self.paused = false;
+            FlowChange::Resume
+        } else {
+            FlowChange::None
+        }
+    }
+
+    /// `set_write_buffer_limits(high, low)`: the stock defaults and ValueError.
+    pub fn set_limits(
+        &mut self,
+        py: Python<'_>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let high = high.filter(|h| !h.is_none());
+        let low = low.filter(|l| !l.is_none());
+        let high: Bound<'_, PyAny> = match (high, low) {
+            (Some(h), _) => h.clone(),
+            (None, None) => DEFAULT_HIGH.into_bound_py_any(py)?,
+            (None, Some(l)) => l.mul(4)?,
+        };
+        let low: Bound<'_, PyAny> = match low {
+            Some(l) => l.clone(),
+            None => high.floor_div(4)?,
+        };
+        let zero = 0i64.into_bound_py_any(py)?;
+        if !(high.ge(&low)? && low.ge(&zero)?) {
+            return Err(PyValueError::new_err(format!(
+                "high ({}) must be >= low ({}) must be >= 0",
+                high.repr()?,
+                low.repr()?
+            )));
+        }
+        self.high = high.extract()?;
+        self.low = low.extract()?;
+        Ok(())
+    }
+}
+
+/// Tell the protocol to pause or resume writing; its failure is reported, not raised
+/// (but SystemExit and KeyboardInterrupt).
+pub fn notify_flow(
+    transport: &Bound<'_, PyAny>,
+    change: FlowChange,
+    lp: Option<PyObject>,
+    protocol: Option<PyObject>,
+) -> PyResult<()> {
+    let py = transport.py();
+    let (method, message) = match change {
+        FlowChange::None => return Ok(()),
+        FlowChange::Pause => (
+            intern!(py, "pause_writing"),
+            "protocol.pause_writing() failed",
+        ),
+        FlowChange::Resume => (
+            intern!(py, "resume_writing"),
+            "protocol.resume_writing() failed",
+        ),
+    };
+    let Some(p) = protocol.as_ref() else {
+        return Ok(());
+    };
+    match p.bind(py).call_method0(method) {
+        Ok(_) => Ok(()),
+        Err(e) if must_propagate(py, &e) => Err(e),
+        Err(e) => report(transport, lp, protocol, &e, message),
+    }
+}
