@@ -3,7 +3,7 @@
 source "$(dirname "$0")/lib.sh"
 for v in ${*:-$VERSIONS}; do
   [ -n "$(find_python "$v")" ] || { echo "skip: python$v not installed"; continue; }
-  ensure_venv "$v"
+  ensure_venv "$v" "${TEST_DEPS[@]}"
   build_ext "$v"
   echo "built oxloop for python$v"
 done

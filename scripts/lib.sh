@@ -3,6 +3,12 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VERSIONS="${OXLOOP_PYTHONS:-3.10 3.11 3.12 3.13}"
+# Frameworks the pytest suite runs on oxloop (tests/test_frameworks.py). uvicorn>=0.36 for
+# `--loop module:factory`; websockets>=14 for its asyncio API.
+TEST_DEPS=(
+  "uvicorn>=0.36,<1" "starlette>=0.40,<2" "httpx>=0.27,<1" "aiohttp>=3.10,<4"
+  "websockets>=14,<18" "trustme>=1.1,<2"
+)
 
 # Print the path of a CPython X.Y interpreter, or nothing if there is none.
 find_python() {

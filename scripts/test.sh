@@ -13,7 +13,7 @@ lint_v="${present[${#present[@]}-1]}"
 
 echo "== build (${present[*]})"
 for v in "${present[@]}"; do
-  ensure_venv "$v"
+  ensure_venv "$v" "${TEST_DEPS[@]}"
   build_ext "$v"
 done
 

@@ -20,7 +20,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
 use crate::errors;
-use crate::handles::{Handle, TimerHandle};
+use crate::handles::{self, Handle, TimerHandle};
 use crate::helpers;
 use crate::poll::{
     DeadlineTimer, Poller, DEADLINE_TOKEN, HANGUP, READABLE, SIGNAL_TOKEN, WAKE_TOKEN, WRITABLE,
@@ -274,6 +274,7 @@ impl LoopCore {
             slf.py(),
             Self::new_handle(slf, callback, args, context, TRACE_DEPTH)?,
         )?;
+        handles::untrack(handle.bind(slf.py()).as_any());
         let this = slf.get();
         if this.stats.try_mut()?.sample_now() {
             handle.get().set_queued_at(monotonic());
@@ -293,6 +294,7 @@ impl LoopCore {
         let base = Self::new_handle(slf, callback, args, context, depth)?;
         let init = PyClassInitializer::from(base).add_subclass(TimerHandle::new(when));
         let timer = Py::new(slf.py(), init)?;
+        handles::untrack(timer.bind(slf.py()).as_any());
         slf.get().timers.try_mut()?.push(timer.clone_ref(slf.py()));
         Ok(timer)
     }
@@ -437,6 +439,7 @@ impl LoopCore {
                 };
                 let handle = handle.into_bound(py);
                 if handle.get().is_cancelled() {
+                    handles::release(handle.as_any());
                     continue;
                 }
                 ran += 1;
@@ -445,13 +448,15 @@ impl LoopCore {
                     let delay = monotonic() - queued_at;
                     this.stats.try_mut()?.ready_delay.record(delay);
                 }
-                if this.watching.load(Ordering::Relaxed) {
-                    Self::run_watched(this, &handle)?;
+                let result = if this.watching.load(Ordering::Relaxed) {
+                    Self::run_watched(this, &handle)
                 } else if this.debug() {
-                    Self::run_debug(this, &handle)?;
+                    Self::run_debug(this, &handle)
                 } else {
-                    Handle::run(&handle)?;
-                }
+                    Handle::run(&handle)
+                };
+                handles::release(handle.as_any());
+                result?;
             }
             Ok(())
         })();
@@ -534,6 +539,9 @@ impl LoopCore {
         let this = slf.get();
         let mut garbage = Vec::new();
         this.timers.try_mut()?.prune(py, &mut garbage);
+        for h in &garbage {
+            handles::release(h.bind(py).as_any());
+        }
         drop(garbage);
         let timeout = this.poll_timeout()?;
         let now = this.poll_io(py, timeout)?;
@@ -884,6 +892,12 @@ impl LoopCore {
         let owned: Vec<_> = self.transport_fds.try_mut()?.drain().collect();
         drop(owned);
         self.poller.close();
+        for h in &timers {
+            handles::release(h.bind(py).as_any());
+        }
+        for h in &ready {
+            handles::release(h.bind(py).as_any());
+        }
         drop((timers, ready, fds, signals, waker, deadline));
         Ok(())
     }
@@ -1128,6 +1142,14 @@ impl LoopCore {
                 self.watching.store(false, Ordering::Relaxed);
                 w.clear();
             }
+        }
+        // SAFETY: the collector calls tp_clear with the GIL held.
+        let py = unsafe { Python::assume_gil_acquired() };
+        for h in &timers {
+            handles::release(h.bind(py).as_any());
+        }
+        for h in &ready {
+            handles::release(h.bind(py).as_any());
         }
         drop((ready, timers, fds, signals));
     }

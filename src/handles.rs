@@ -17,6 +17,25 @@ use crate::cell::GilCell;
 use crate::event_loop::LoopCore;
 use crate::helpers;
 
+/// A handle the loop has scheduled (`call_soon`, `call_later`, `call_at`) is kept alive by
+/// the loop until it runs or is dropped, so the cycle collector need not look inside it
+/// meanwhile: the loop untracks it when scheduling it and, when letting go, re-tracks it
+/// if anyone else still holds it. Every young-generation collection would otherwise
+/// traverse every queued callback (measured: a fifth of a call_soon-heavy run).
+pub fn untrack(obj: &Bound<'_, PyAny>) {
+    unsafe { ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) }
+}
+
+/// The loop lets go of a handle it untracked: re-track it if it outlives the loop's hold.
+pub fn release(obj: &Bound<'_, PyAny>) {
+    let p = obj.as_ptr();
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(p) == 0 && ffi::Py_REFCNT(p) > 1 {
+            ffi::PyObject_GC_Track(p.cast());
+        }
+    }
+}
+
 #[pyclass(module = "oxloop._oxloop", subclass, frozen, weakref)]
 pub struct Handle {
     callback: GilCell<Option<PyObject>>,
