@@ -127,24 +127,25 @@ impl Handle {
     pub fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
         let py = slf.py();
         let h = slf.get();
+        // Bound (not Py) clones: dropping them needs no check of who holds the GIL.
         let (cb, args) = {
             let cb = h.callback.try_ref()?;
             let args = h.args.try_ref()?;
             match (cb.as_ref(), args.as_ref()) {
-                (Some(c), Some(a)) => (c.clone_ref(py), a.clone_ref(py)),
+                (Some(c), Some(a)) => (c.bind(py).clone(), a.bind(py).clone()),
                 _ => return Ok(()), // cancelled meanwhile
             }
         };
         let ctx = h.context.as_ptr();
         if unsafe { ffi::PyContext_Enter(ctx) } != 0 {
             let err = PyErr::fetch(py);
-            return Handle::report(slf, cb, args, err);
+            return Handle::report(slf, cb.unbind(), args.unbind(), err);
         }
-        let result = cb.bind(py).call1(args.bind(py));
+        let result = cb.call1(&args);
         unsafe { ffi::PyContext_Exit(ctx) };
         match result {
             Ok(_) => Ok(()),
-            Err(err) => Handle::report(slf, cb, args, err),
+            Err(err) => Handle::report(slf, cb.unbind(), args.unbind(), err),
         }
     }
 
