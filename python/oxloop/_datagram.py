@@ -16,11 +16,10 @@ import socket
 import stat
 import sys
 import warnings
-from asyncio import trsock
 from asyncio.log import logger
 
 from ._oxloop import DatagramTransport
-from ._transports import TransportMixin, virtual
+from ._transports import TransportMixin, socket_extra, virtual
 
 _PY311 = sys.version_info >= (3, 11)
 _PY313 = sys.version_info >= (3, 13)
@@ -45,17 +44,7 @@ virtual(DatagramSocketTransport, asyncio.Transport, asyncio.DatagramTransport)
 
 def make_datagram_transport(loop, sock, protocol, address=None, waiter=None, extra=None):
     """A transport over a datagram socket, started as the stock loop starts it."""
-    extra = dict(extra) if extra else {}
-    extra["socket"] = trsock.TransportSocket(sock)
-    try:
-        extra["sockname"] = sock.getsockname()
-    except OSError:
-        extra["sockname"] = None
-    if "peername" not in extra:
-        try:
-            extra["peername"] = sock.getpeername()
-        except OSError:
-            extra["peername"] = None
+    extra = socket_extra(sock, extra)
     transport = DatagramSocketTransport(
         loop, sock, protocol, address, extra, bool(extra["peername"])
     )

@@ -590,22 +590,28 @@ class NetMethods:
                 raise ValueError(f"A Stream Socket was expected, got {sock!r}")
             sockets = [sock]
 
-        for s in sockets:
-            s.setblocking(False)
-        server = Server(
-            self,
+        server = await self._serve(
             sockets,
             protocol_factory,
             ssl,
             backlog,
             ssl_handshake_timeout,
             ssl_shutdown_timeout,
+            start_serving,
         )
-        if start_serving:
-            server._start_serving()
-            await tasks.sleep(0)
         if self.get_debug():
             logger.info("%r is serving", server)
+        return server
+
+    async def _serve(self, sockets, protocol_factory, ssl, backlog, handshake, shutdown, start):
+        """The `Server` over bound sockets, serving at once if `start`."""
+        for s in sockets:
+            s.setblocking(False)
+        server = Server(self, sockets, protocol_factory, ssl, backlog, handshake, shutdown)
+        if start:
+            server._start_serving()
+            # One iteration, so that the listening sockets' readers are in place.
+            await tasks.sleep(0)
         return server
 
     async def _server_addrinfo(self, host, port, family, flags):
@@ -671,20 +677,15 @@ class NetMethods:
                     self._unix_inodes[sock] = os.stat(name).st_ino
                 except FileNotFoundError:
                     pass
-        sock.setblocking(False)
-        server = Server(
-            self,
+        return await self._serve(
             [sock],
             protocol_factory,
             ssl,
             backlog,
             ssl_handshake_timeout,
             ssl_shutdown_timeout,
+            start_serving,
         )
-        if start_serving:
-            server._start_serving()
-            await tasks.sleep(0)
-        return server
 
     def _start_serving(
         self,

@@ -110,8 +110,8 @@ def _start(loop, transport, protocol, waiter, server) -> None:
         loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
 
-def make_socket_transport(loop, sock, protocol, waiter=None, extra=None, server=None):
-    """A transport over a connected stream socket, started as the stock loop starts it."""
+def socket_extra(sock, extra=None) -> dict:
+    """The stock extra info of a socket transport: socket, sockname, peername."""
     extra = dict(extra) if extra else {}
     extra["socket"] = trsock.TransportSocket(sock)
     try:
@@ -123,6 +123,12 @@ def make_socket_transport(loop, sock, protocol, waiter=None, extra=None, server=
             extra["peername"] = sock.getpeername()
         except OSError:
             extra["peername"] = None
+    return extra
+
+
+def make_socket_transport(loop, sock, protocol, waiter=None, extra=None, server=None):
+    """A transport over a connected stream socket, started as the stock loop starts it."""
+    extra = socket_extra(sock, extra)
     if sock.family in _INET:
         cls = TCPTransport
         if sock.type == socket.SOCK_STREAM and sock.proto == socket.IPPROTO_TCP:
