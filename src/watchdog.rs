@@ -9,9 +9,12 @@
 //! `stall` state machine below settles who sends the finished one when the callback ends
 //! while the ongoing report is still being built (or, for C code that holds the GIL,
 //! before the watchdog could get the GIL at all: that report has no stack).
+//!
+//! After `fork()` the child has the loop but not the thread (and perhaps a mutex the thread
+//! held): a watchdog started before the fork goes inert there, never waited for or locked.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
@@ -54,7 +57,17 @@ struct Shared {
     wake: Condvar,
 }
 
+/// Forks since the process started, counted in the child (`pthread_atfork`).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+static AT_FORK: Once = Once::new();
+
+extern "C" fn forked_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
 pub struct Watchdog {
+    /// `FORKS` when the thread started: the watchdog lives in this process only.
+    born: u64,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -84,6 +97,9 @@ impl Shared {
 
 impl Watchdog {
     pub fn start(threshold: f64, callback: Option<PyObject>) -> PyResult<Watchdog> {
+        AT_FORK.call_once(|| unsafe {
+            libc::pthread_atfork(None, None, Some(forked_child));
+        });
         let shared = Arc::new(Shared {
             threshold,
             seq: AtomicU64::new(0),
@@ -101,14 +117,24 @@ impl Watchdog {
             .name("oxloop-watchdog".into())
             .spawn(move || watch(worker, tick))?;
         Ok(Watchdog {
+            born: FORKS.load(Ordering::Relaxed),
             shared,
             thread: Some(thread),
         })
     }
 
+    /// False in a child forked after the thread started: the thread is not there.
+    #[inline]
+    pub fn alive(&self) -> bool {
+        FORKS.load(Ordering::Relaxed) == self.born
+    }
+
     /// A callback starts on the loop thread `ident`.
     #[inline]
     pub fn begin(&self, handle: &Bound<'_, Handle>, ident: u64) {
+        if !self.alive() {
+            return;
+        }
         let s = &self.shared;
         let previous = lock(&s.current).replace(handle.clone().unbind());
         s.thread_ident.store(ident, Ordering::Relaxed);
@@ -119,6 +145,9 @@ impl Watchdog {
 
     /// The callback returned: send the finished report if its stall was reported.
     pub fn end(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.alive() {
+            return Ok(());
+        }
         let s = &self.shared;
         let started = f64::from_bits(s.started.swap(0, Ordering::AcqRel));
         let duration = monotonic() - started;
@@ -156,6 +185,12 @@ impl Watchdog {
     /// Stop the thread and wait for it, with the GIL released. From the watchdog's own
     /// thread (its callback turned it off) the thread is told to stop, not joined.
     pub fn stop(mut self, py: Python<'_>) {
+        if !self.alive() {
+            // A forked child: no thread to stop or join, and its mutexes may be held for
+            // good. Leave them be.
+            std::mem::forget(self.thread.take());
+            return;
+        }
         *lock(&self.shared.stop) = true;
         self.shared.wake.notify_all();
         if let Some(thread) = self.thread.take() {
@@ -179,6 +214,9 @@ impl Watchdog {
 
     /// Drop the user's callback (the GC breaking a cycle through it) and stop the thread.
     pub fn clear(&self) {
+        if !self.alive() {
+            return;
+        }
         let cb = lock(&self.shared.callback).take();
         *lock(&self.shared.stop) = true;
         self.shared.wake.notify_all();

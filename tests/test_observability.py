@@ -949,3 +949,32 @@ def test_stats_on_a_closed_loop_returns_the_final_counters():
     assert stats["iterations"] == final["iterations"] > 0
     assert stats["busy_time"] == final["busy_time"]
     assert stats["poll_time"] == final["poll_time"]
+
+
+FORK_CHILD_SCRIPT = """
+import asyncio, os, sys, warnings
+import oxloop
+
+warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads running (3.12+)
+loop = oxloop.new_event_loop()
+loop.set_stall_watchdog(0.05)
+loop.run_until_complete(asyncio.sleep(0.01))
+pid = os.fork()
+if pid == 0:
+    # The child has the loop but not the watchdog thread: callbacks still run, and
+    # turning the watchdog off and closing the loop must not wait for that thread.
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.set_stall_watchdog(None)
+    loop.close()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+loop.run_until_complete(asyncio.sleep(0.01))
+loop.close()
+print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_watchdog_in_a_forked_child_is_inert():
+    result = run_python(FORK_CHILD_SCRIPT, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "child 0"
