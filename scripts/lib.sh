@@ -26,7 +26,8 @@ find_python() {
 # ensure_venv X.Y [extra pip packages...]: make .venv-X.Y with maturin, pytest and the extras.
 ensure_venv() {
   local v="$1"; shift
-  local py venv="$ROOT/.venv-$v"
+  local py venv
+  venv="$ROOT/.venv-$v"
   py="$(find_python "$v")"
   [ -n "$py" ] || { echo "python$v not found" >&2; return 1; }
   if [ ! -x "$venv/bin/python" ]; then
@@ -43,8 +44,8 @@ ensure_venv() {
 
 # build_ext X.Y: build the extension in release mode and install it into .venv-X.Y (editable).
 build_ext() {
-  local v="$1" venv="$ROOT/.venv-$v"
-  local log="$ROOT/target/build-py$v.log"
+  local v="$1"
+  local venv="$ROOT/.venv-$v" log="$ROOT/target/build-py$v.log"
   mkdir -p "$ROOT/target"
   if ! (cd "$ROOT" && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
     CARGO_TARGET_DIR="$ROOT/target/py$v" \
