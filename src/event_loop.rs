@@ -477,7 +477,7 @@ impl LoopCore {
         };
         if let Some(w) = this.watchdog.try_ref()?.as_ref() {
             // A failing report must not stop the loop.
-            if let Err(err) = w.end(handle.py()) {
+            if let Err(err) = w.end(handle) {
                 err.write_unraisable(handle.py(), None);
             }
         }

@@ -13,7 +13,7 @@
 //! After `fork()` the child has the loop but not the thread (and perhaps a mutex the thread
 //! held): a watchdog started before the fork goes inert there, never waited for or locked.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
@@ -50,7 +50,10 @@ struct Shared {
     /// Start time of the running callback (f64 bits), 0 when none runs.
     started: AtomicU64,
     thread_ident: AtomicU64,
-    current: Mutex<Option<Py<Handle>>>,
+    /// The running callback's handle, borrowed (no reference held): set by `begin`,
+    /// cleared by `end`, both on the loop thread with the GIL held. So, read with the GIL
+    /// held, a non-null pointer is a handle that is still running, hence still alive.
+    current: AtomicPtr<pyo3::ffi::PyObject>,
     stall: Mutex<Stall>,
     callback: Mutex<Option<PyObject>>,
     stop: Mutex<bool>,
@@ -105,7 +108,7 @@ impl Watchdog {
             seq: AtomicU64::new(0),
             started: AtomicU64::new(0),
             thread_ident: AtomicU64::new(0),
-            current: Mutex::new(None),
+            current: AtomicPtr::new(std::ptr::null_mut()),
             stall: Mutex::new(Stall::Idle),
             callback: Mutex::new(callback),
             stop: Mutex::new(false),
@@ -136,32 +139,38 @@ impl Watchdog {
             return;
         }
         let s = &self.shared;
-        let previous = lock(&s.current).replace(handle.clone().unbind());
+        s.current.store(handle.as_ptr(), Ordering::Relaxed);
         s.thread_ident.store(ident, Ordering::Relaxed);
-        s.seq.fetch_add(1, Ordering::AcqRel);
-        s.started.store(monotonic().to_bits(), Ordering::Release);
-        drop(previous);
+        s.seq.fetch_add(1, Ordering::SeqCst);
+        s.started.store(monotonic().to_bits(), Ordering::SeqCst);
     }
 
     /// The callback returned: send the finished report if its stall was reported.
-    pub fn end(&self, py: Python<'_>) -> PyResult<()> {
+    pub fn end(&self, handle: &Bound<'_, Handle>) -> PyResult<()> {
         if !self.alive() {
             return Ok(());
         }
         let s = &self.shared;
-        let started = f64::from_bits(s.started.swap(0, Ordering::AcqRel));
+        let started = f64::from_bits(s.started.swap(0, Ordering::SeqCst));
         let duration = monotonic() - started;
-        let seq = s.seq.load(Ordering::Acquire);
-        let handle = lock(&s.current).take();
+        if duration < s.threshold {
+            // The watchdog claims only a callback that has run for the threshold, judged
+            // on its clock before it checks (under the `stall` lock) that `started` is
+            // still set: one that returns sooner cannot have been claimed. No lock here.
+            s.current.store(std::ptr::null_mut(), Ordering::Relaxed);
+            return Ok(());
+        }
+        let seq = s.seq.load(Ordering::SeqCst);
         let reported = {
             let mut stall = lock(&s.stall);
+            s.current.store(std::ptr::null_mut(), Ordering::Relaxed);
             match std::mem::replace(&mut *stall, Stall::Idle) {
                 Stall::Building { seq: claimed } if claimed == seq => {
                     // The watchdog is still writing the ongoing report: it sends both.
                     *stall = Stall::Ended {
                         seq,
                         duration,
-                        handle,
+                        handle: Some(handle.clone().unbind()),
                     };
                     return Ok(());
                 }
@@ -175,9 +184,8 @@ impl Watchdog {
                 }
             }
         };
-        drop(handle);
         match reported {
-            Some(report) => s.finish(py, report, duration),
+            Some(report) => s.finish(handle.py(), report, duration),
             None => Ok(()),
         }
     }
@@ -267,17 +275,25 @@ fn watch(s: Arc<Shared>, tick: Duration) {
 /// Send the ongoing report for callback `seq` (and the finished one if it has ended).
 fn report(py: Python<'_>, s: &Shared, seq: u64, started: f64) -> PyResult<()> {
     let ident = s.thread_ident.load(Ordering::Relaxed);
-    let ended = {
+    // Either the callback has returned (`Ended`, with its handle), or it still runs: then,
+    // with the GIL held, `current` is its handle and alive (see `Shared::current`). Read
+    // both before anything that could run Python code and let the loop thread go on.
+    let (ended, running) = {
         let mut stall = lock(&s.stall);
         match std::mem::replace(&mut *stall, Stall::Idle) {
             Stall::Ended {
                 seq: claimed,
                 duration,
                 handle,
-            } if claimed == seq => Some((duration, handle)),
+            } if claimed == seq => (Some((duration, handle)), None),
             other => {
                 *stall = other;
-                None
+                let ptr = s.current.load(Ordering::Relaxed);
+                let running = (!ptr.is_null())
+                    .then(|| unsafe { Bound::from_borrowed_ptr(py, ptr) })
+                    .and_then(|h| h.downcast_into::<Handle>().ok())
+                    .map(Bound::unbind);
+                (None, running)
             }
         }
     };
@@ -285,7 +301,7 @@ fn report(py: Python<'_>, s: &Shared, seq: u64, started: f64) -> PyResult<()> {
     let callback = s.callback(py);
     let Some((final_duration, handle)) = ended else {
         // Still running: the loop thread's stack shows where it is stuck.
-        let handle = lock(&s.current).as_ref().map(|h| h.clone_ref(py));
+        let handle = running;
         let duration = monotonic() - started;
         let report = module
             .getattr("stall_started")?
