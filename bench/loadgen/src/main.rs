@@ -8,15 +8,18 @@
 //! connection ends the run with exit status 2 and a message on stderr.
 //!
 //! Modes:
-//!   echo  --addr A --conns N --size BYTES [--tls-ca PEM] --warmup S --duration S
-//!   http  --addr A --conns N [--expect-body TEXT] --warmup S --duration S
+//!   echo  --addr A --conns N --size BYTES [--tls-ca PEM] (--warmup S --duration S | --requests N)
+//!   http  --addr A --conns N [--expect-body TEXT] (--warmup S --duration S | --requests N)
 //!   hold  --addr A --conns N   connect N connections, one 16-byte echo on each, print
 //!                               `{"held": N}`, keep them open until stdin closes
 //!
 //! echo/http run `--warmup` seconds, then measure for `--duration` seconds: requests that
 //! complete in that window are counted and their latencies kept. With `--server-pid`, the
 //! server's utime/stime (clock ticks, /proc/PID/stat) are read at both ends of the window.
-//! The result is one JSON line on stdout.
+//! With `--requests N` instead (the fixed-count mode, for instruction counts under
+//! callgrind), echo/http do exactly N requests in all, spread over the connections (the
+//! first N % conns connections do one more), every one checked and counted, with no warm-up,
+//! and exit when the last one is answered. The result is one JSON line on stdout.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, BufRead, Write};
@@ -48,6 +51,7 @@ struct Args {
     warmup: f64,
     duration: f64,
     server_pid: Option<u32>,
+    requests: Option<u64>,
     tls_ca: Option<String>,
     expect_body: Option<String>,
 }
@@ -56,7 +60,7 @@ fn usage(msg: &str) -> ! {
     eprintln!("loadgen: {msg}");
     eprintln!(
         "usage: loadgen echo|http|hold --addr HOST:PORT [--conns N] [--size BYTES] \
-         [--warmup S] [--duration S] [--server-pid PID] [--tls-ca PEM] [--expect-body TEXT]"
+         [--warmup S] [--duration S] [--requests N] [--server-pid PID] [--tls-ca PEM] [--expect-body TEXT]"
     );
     exit(64)
 }
@@ -80,6 +84,7 @@ fn parse_args() -> Args {
         warmup: 0.3,
         duration: 1.0,
         server_pid: None,
+        requests: None,
         tls_ca: None,
         expect_body: None,
     };
@@ -98,6 +103,7 @@ fn parse_args() -> Args {
             "--warmup" => a.warmup = num(&flag, &val),
             "--duration" => a.duration = num(&flag, &val),
             "--server-pid" => a.server_pid = Some(num(&flag, &val)),
+            "--requests" => a.requests = Some(num(&flag, &val)),
             "--tls-ca" => a.tls_ca = Some(val),
             "--expect-body" => a.expect_body = Some(val),
             _ => usage(&format!("unknown option {flag}")),
@@ -108,6 +114,9 @@ fn parse_args() -> Args {
     }
     if a.conns == 0 {
         usage("--conns must be at least 1");
+    }
+    if a.requests == Some(0) {
+        usage("--requests must be at least 1");
     }
     a
 }
@@ -221,13 +230,28 @@ fn record(shared: &Shared, phase: u8, t0: Instant) {
     }
 }
 
-async fn echo_conn(mut s: Box<dyn Stream>, conn: usize, size: usize, shared: Rc<Shared>) {
+/// How many requests connection `conn` makes: unlimited (until the phase is STOP) without
+/// `--requests`, else its share of the total.
+fn quota(requests: Option<u64>, conns: usize, conn: usize) -> u64 {
+    match requests {
+        None => u64::MAX,
+        Some(n) => n / conns as u64 + u64::from((conn as u64) < n % conns as u64),
+    }
+}
+
+async fn echo_conn(
+    mut s: Box<dyn Stream>,
+    conn: usize,
+    size: usize,
+    quota: u64,
+    shared: Rc<Shared>,
+) {
     let mut out = vec![0u8; size];
     let mut back = vec![0u8; size];
     fill_payload(&mut out, conn);
     let mut seq = 0u64;
     if size <= SEQUENTIAL_MAX {
-        loop {
+        while seq < quota {
             let phase = shared.phase.get();
             if phase == STOP {
                 return;
@@ -245,8 +269,11 @@ async fn echo_conn(mut s: Box<dyn Stream>, conn: usize, size: usize, shared: Rc<
             seq += 1;
         }
     }
+    if seq == quota {
+        return;
+    }
     let (mut rd, mut wr) = tokio::io::split(s);
-    loop {
+    while seq < quota {
         let phase = shared.phase.get();
         if phase == STOP {
             return;
@@ -270,12 +297,18 @@ fn find_header_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
-async fn http_conn(mut s: Box<dyn Stream>, conn: usize, body: Option<Vec<u8>>, shared: Rc<Shared>) {
+async fn http_conn(
+    mut s: Box<dyn Stream>,
+    conn: usize,
+    body: Option<Vec<u8>>,
+    quota: u64,
+    shared: Rc<Shared>,
+) {
     let request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: oxloop-loadgen\r\n\r\n";
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 4096];
     let mut seq = 0u64;
-    loop {
+    while seq < quota {
         let phase = shared.phase.get();
         if phase == STOP {
             return;
@@ -353,8 +386,10 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 async fn run_load(args: Args) {
     let tls = args.tls_ca.as_deref().map(tls_connector);
+    let fixed = args.requests.is_some();
     let shared = Rc::new(Shared {
-        phase: Cell::new(WARMUP),
+        // A fixed count has no warm-up: every request is measured.
+        phase: Cell::new(if fixed { MEASURE } else { WARMUP }),
         latencies_ns: RefCell::new(Vec::with_capacity(1 << 20)),
     });
     let mut streams = Vec::with_capacity(args.conns);
@@ -365,25 +400,41 @@ async fn run_load(args: Args) {
     let body = args.expect_body.clone().map(String::into_bytes);
     for (i, s) in streams.into_iter().enumerate() {
         let sh = shared.clone();
+        let q = quota(args.requests, args.conns, i);
         tasks.push(if args.mode == "http" {
-            tokio::task::spawn_local(http_conn(s, i, body.clone(), sh))
+            tokio::task::spawn_local(http_conn(s, i, body.clone(), q, sh))
         } else {
-            tokio::task::spawn_local(echo_conn(s, i, args.size, sh))
+            tokio::task::spawn_local(echo_conn(s, i, args.size, q, sh))
         });
     }
-    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    if !fixed {
+        tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    }
     let pid = args.server_pid.map(|p| p.to_string());
     let server0 = pid.as_deref().map(proc_cpu_ticks);
     let self0 = proc_cpu_ticks("self");
     let t0 = Instant::now();
     shared.phase.set(MEASURE);
-    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    if fixed {
+        // Every task ends after its quota (a failure exits the process).
+        for t in tasks.drain(..) {
+            t.await
+                .unwrap_or_else(|e| fail(&format!("connection task: {e}")));
+        }
+    } else {
+        tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    }
     shared.phase.set(STOP);
     let elapsed = t0.elapsed().as_secs_f64();
     let server1 = pid.as_deref().map(proc_cpu_ticks);
     let self1 = proc_cpu_ticks("self");
     let mut lat = shared.latencies_ns.take();
     lat.sort_unstable();
+    if let Some(n) = args.requests {
+        if lat.len() as u64 != n {
+            fail(&format!("{} requests counted, {n} asked for", lat.len()));
+        }
+    }
     let (su, ss) = match (server0, server1) {
         (Some(a), Some(b)) => (b.0 - a.0, b.1 - a.1),
         _ => (0, 0),
