@@ -483,7 +483,7 @@ class Bench:
         try:
             for label in server_labels:
                 self.servers[label] = self.start_server(label)
-            for r in range(a.rounds):
+            for r in range(a.rounds if configs or workers else 0):
                 t_round = time.perf_counter()
                 for name in MICRO if "micro" in a.workloads else []:
                     for label in rotated(self.labels, r):
@@ -592,10 +592,11 @@ def report(b, pipe_table):
     out("")
     out(f"- machine: {machine()}; {b.cpus.describe()}")
     out(f"- Python {platform.python_version()}; {versions()}; loops: {', '.join(b.labels)}")
-    out(
-        f"- {a.rounds} rounds, {a.warmup} s warm-up + {a.duration} s measured per network "
-        f"figure; medians over rounds, ratios are medians of per-round ratios vs uvloop"
-    )
+    if set(a.workloads) - {"instr"}:
+        out(
+            f"- {a.rounds} rounds, {a.warmup} s warm-up + {a.duration} s measured per network "
+            f"figure; medians over rounds, ratios are medians of per-round ratios vs uvloop"
+        )
     out(f"- command: `{a.command}`; took {b.elapsed / 60:.1f} min")
     out("")
     if "micro" in a.workloads:
