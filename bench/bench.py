@@ -1,6 +1,6 @@
 """The project benchmark: oxloop vs stock asyncio vs uvloop (issue #6).
 
-    bash scripts/bench.sh [--quick] [--rounds N] [--workloads micro,echo,http,tls,memory,pipe]
+    bash scripts/bench.sh [--quick] [--rounds N] [--workloads micro,echo,http,tls,memory,pipe,instr]
 
 (scripts/bench.sh makes .venv-3.12, installs uvloop and httptools, builds oxloop and the
 Rust load generator, then runs this file with its arguments.)
@@ -25,6 +25,15 @@ How it measures:
   after one small echo. RSS does not shrink after frees, so each measurement uses a fresh
   server process (the one exception to "started once").
 * Pipes: bench/pipe_throughput.py, run as is.
+* Instructions (`instr`, not in the default set: valgrind slows a process ~50x): user-space
+  instructions per request and per op, counted by callgrind (bench/instr.py), one server
+  process and one micro-benchmark worker per loop under callgrind: after a warm-up, N1 then
+  N2 requests (ops), each phase's count read with callgrind_control, and
+  (Ir(N2) - Ir(N1)) / (N2 - N1) reported. The load generator runs in lockstep with the
+  server (one request at a time, round-robin over the connections, each sent once the
+  server sleeps), so the server does the same work per request whatever the timing. The
+  counts repeat run to run (to well under 1%), so no rounds and no A/A pair; --quick runs
+  the first loop twice to show it.
 
 Judge by the CPU figures: the machine is shared, so wall-clock rates move with whatever
 else runs. It is a benchmark: it asserts nothing about timings. The load generator fails
@@ -53,7 +62,9 @@ ROOT = os.path.dirname(HERE)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HTTP_BODY = "Hello, world!\n"  # what bench/servers.py answers
 
-ALL_WORKLOADS = ["micro", "echo", "http", "tls", "memory", "pipe"]
+ALL_WORKLOADS = ["micro", "echo", "http", "tls", "memory", "pipe", "instr"]
+DEFAULT_WORKLOADS = ["micro", "echo", "http", "tls", "memory", "pipe"]
+INSTR_SERVERS = ["proto", "streams", "sock", "http", "tls"]
 MICRO = ["call_soon", "call_later", "sleep0", "future", "gather", "queue"]
 ECHO_SERVERS = ["proto", "streams", "sock"]
 
@@ -94,6 +105,7 @@ class Cpus:
 
     def __init__(self, pin):
         cpus = sorted(os.sched_getaffinity(0))
+        self.all = set(cpus)
         if pin and len(cpus) >= 2:
             self.client, self.server = {cpus[0]}, {cpus[1]}
         else:
@@ -133,10 +145,15 @@ def make_cert(tmp):
 class Server:
     """A server process that prints its ports as one JSON line and serves until stdin closes."""
 
-    def __init__(self, label, cmd, preexec):
+    def __init__(self, label, cmd, preexec, env=None):
         self.label = label
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=preexec, text=True
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            preexec_fn=preexec,
+            text=True,
+            env=env,
         )
         line = self.proc.stdout.readline()
         if not line:
@@ -154,11 +171,11 @@ class Server:
                     return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
-    def stop(self):
+    def stop(self, timeout=10):
         if self.proc.poll() is None:
             self.proc.stdin.close()
             try:
-                self.proc.wait(10)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -172,7 +189,11 @@ class Bench:
         self.cpus = Cpus(not args.no_pin)
         self.labels = args.loops.split(",")
         self.tmp = tempfile.mkdtemp(prefix="oxloop-bench-")
-        self.tls = make_cert(self.tmp) if "tls" in args.workloads else None
+        need_tls = "tls" in args.workloads or (
+            "instr" in args.workloads and "tls" in args.instr_servers
+        )
+        self.tls = make_cert(self.tmp) if need_tls else None
+        self.instr_labels = self.make_instr_labels()
         self.servers = {}
         self.results = {}  # key -> label -> list of per-round dicts
 
@@ -343,6 +364,114 @@ class Bench:
              "connect_s": connect_s},
         )  # fmt: skip
 
+    # -- instructions (callgrind) ---------------------------------------------------------
+
+    def make_instr_labels(self):
+        """One label per loop (the counts are deterministic: no A/A pair); with --quick, the
+        first loop once more (`oxloop-2`), to show that the counts repeat."""
+        out = []
+        for label in self.labels:
+            if kind_of(label) not in map(kind_of, out):
+                out.append(label)
+        if self.args.quick and out:
+            out.append(f"{kind_of(out[0])}-2")
+        return out
+
+    def instr_configs(self):
+        """(key, server name, loadgen arguments) for each server measured under callgrind."""
+        a = self.args
+        out = []
+        for srv in a.instr_servers:
+            if srv == "http":
+                key = f"instr http x{a.instr_conns}"
+                extra = ["http", "--expect-body", HTTP_BODY]
+            else:
+                key = f"instr {srv} {a.instr_size}KiB x{a.instr_conns}"
+                extra = ["echo", "--size", a.instr_size * 1024]
+                if srv == "tls":
+                    extra += ["--tls-ca", self.tls["ca"]]
+            out.append((key, srv, extra))
+        return out
+
+    def instr_servers(self, label):
+        """Every server of one loop in one process under callgrind, phase by phase."""
+        import instr
+
+        a = self.args
+        out = os.path.join(self.instr_dir, f"{label}-servers.callgrind")
+        cmd = instr.callgrind_cmd(out, self.server_cmd(label))
+        server = Server(label, cmd, self.cpus.preexec("all"), env=instr.env())
+        try:
+            cg = instr.Callgrind(out, server.info["pid"])
+            for key, srv, (mode, *extra) in self.instr_configs():
+                port = server.port(srv)
+
+                def run(n, mode=mode, port=port, extra=extra):
+                    args = ["--conns", a.instr_conns, *extra, "--requests", n, "--lockstep", cg.pid]
+                    return self.loadgen(mode, port, *args)["requests"]
+
+                run(a.instr_requests[0])  # warm-up
+                self.add(key, label, instr.two_phases(cg, run, *a.instr_requests[1:]))
+                log(f"instr: {label} {srv} done")
+        finally:
+            server.stop(timeout=300)
+
+    def instr_micro(self, label):
+        """Every micro-benchmark of one loop in one worker process under callgrind."""
+        import instr
+        from micro import BATCH, SIZES
+
+        a = self.args
+        out = os.path.join(self.instr_dir, f"{label}-micro.callgrind")
+        worker = [sys.executable, os.path.join(HERE, "micro.py"), "--loop", kind_of(label),
+                  "--worker", "--warmup-scale", "0"]  # fmt: skip
+        p = subprocess.Popen(
+            instr.callgrind_cmd(out, worker),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=instr.env(),
+            preexec_fn=self.cpus.preexec("all"),
+        )
+        try:
+            if not p.stdout.readline():
+                raise RuntimeError(f"micro-benchmark worker for {label} did not start")
+            cg = instr.Callgrind(out, p.pid)  # valgrind runs the program in its own process
+            for name in a.instr_micro:
+
+                def run(n, name=name):
+                    p.stdin.write(json.dumps({"bench": name, "n": n}) + "\n")
+                    p.stdin.flush()
+                    line = p.stdout.readline()
+                    if not line:
+                        raise RuntimeError(f"micro-benchmark worker for {label} died")
+                    return json.loads(line)["ops"]
+
+                n1 = max(BATCH, int(SIZES[name] * a.instr_scale))
+                self.add(f"instr micro {name}", label, instr.two_phases(cg, run, n1, 3 * n1))
+                log(f"instr: {label} {name} done")
+        finally:
+            p.stdin.close()
+            p.wait(300)
+
+    def run_instr(self):
+        """The instr workload: one job per loop and part, `--instr-jobs` at a time (the
+        counts do not depend on what runs beside them)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        a = self.args
+        self.instr_dir = a.instr_dir or os.path.join(self.tmp, "instr")
+        os.makedirs(self.instr_dir, exist_ok=True)
+        jobs = []
+        for label in self.instr_labels:
+            if a.instr_servers:
+                jobs.append((self.instr_servers, label))
+            if a.instr_micro:
+                jobs.append((self.instr_micro, label))
+        with ThreadPoolExecutor(max_workers=a.instr_jobs) as pool:
+            for f in [pool.submit(fn, label) for fn, label in jobs]:
+                f.result()
+
     # -- the run --------------------------------------------------------------------------
 
     def run(self):
@@ -354,7 +483,7 @@ class Bench:
         try:
             for label in server_labels:
                 self.servers[label] = self.start_server(label)
-            for r in range(a.rounds):
+            for r in range(a.rounds if configs or workers else 0):
                 t_round = time.perf_counter()
                 for name in MICRO if "micro" in a.workloads else []:
                     for label in rotated(self.labels, r):
@@ -376,6 +505,9 @@ class Bench:
                     for label in rotated(labels if srv == "proto" else self.labels, r):
                         self.measure_memory(srv, label)
             log(f"memory: done at {time.perf_counter() - t_start:.0f} s")
+        if "instr" in a.workloads:
+            self.run_instr()
+            log(f"instr: done at {time.perf_counter() - t_start:.0f} s")
         pipe_table = None
         if "pipe" in a.workloads:
             pipe_table = self.run_pipe()
@@ -460,10 +592,11 @@ def report(b, pipe_table):
     out("")
     out(f"- machine: {machine()}; {b.cpus.describe()}")
     out(f"- Python {platform.python_version()}; {versions()}; loops: {', '.join(b.labels)}")
-    out(
-        f"- {a.rounds} rounds, {a.warmup} s warm-up + {a.duration} s measured per network "
-        f"figure; medians over rounds, ratios are medians of per-round ratios vs uvloop"
-    )
+    if set(a.workloads) - {"instr"}:
+        out(
+            f"- {a.rounds} rounds, {a.warmup} s warm-up + {a.duration} s measured per network "
+            f"figure; medians over rounds, ratios are medians of per-round ratios vs uvloop"
+        )
     out(f"- command: `{a.command}`; took {b.elapsed / 60:.1f} min")
     out("")
     if "micro" in a.workloads:
@@ -546,6 +679,8 @@ def report(b, pipe_table):
         out("")
         out(pipe_table)
         out("")
+    if "instr" in a.workloads:
+        report_instr(b, out)
     out("## oxloop against the issue's targets (ratios vs uvloop)")
     out("")
     out("| target | goal | oxloop (median over configs) | worst config | met |")
@@ -554,6 +689,68 @@ def report(b, pipe_table):
         out("| " + " | ".join(row) + " |")
     out("")
     return "\n".join(lines)
+
+
+def report_instr(b, out):
+    a = b.args
+    w, n1, n2 = a.instr_requests
+    out("## Instructions per request and per op (callgrind, user space only)")
+    out("")
+    out(
+        f"(Ir(N2) - Ir(N1)) / (N2 - N1), counted by callgrind in one process per loop after "
+        f"a warm-up. Servers: {a.instr_size} KiB echo or a small HTTP response over "
+        f"{a.instr_conns} connections, one request at a time (loadgen --lockstep: each sent "
+        f"once the server sleeps, so each costs a full loop iteration), N = {n1} and {n2} "
+        f"requests after {w}. Micro-benchmarks: N2 = 3 x N1 ops. Instructions are not "
+        "cycles: cache misses, branch mispredictions and the kernel's side of syscalls are "
+        "not in them."
+    )
+    out("")
+    out("| workload | loop | instructions/op | vs uvloop | N1 | N2 |")
+    out("|---|---|---|---|---|---|")
+    keys = [k for k in b.results if k.startswith("instr ")]
+    keys.sort(key=lambda k: (k.startswith("instr micro"), instr_order(k)))
+    for key in keys:
+        what = key[len("instr ") :]
+        for label in b.instr_labels:
+            rows = b.results[key].get(label)
+            if not rows:
+                continue
+            r = rows[0]
+            out(
+                f"| {what} | {label} | {r['per_op']:.0f} | "
+                f"{fmt(b.ratio(key, label, 'per_op'), '.2f', 'x')} | {r['n1']} | {r['n2']} |"
+            )
+    out("")
+    rep = instr_repeat(b)
+    if rep is not None:
+        label, worst, key = rep
+        out(
+            f"{label} repeats {kind_of(label)}: the largest difference is {worst * 100:.2f}% "
+            f"({key})."
+        )
+        out("")
+
+
+def instr_order(key):
+    """Sort position of an instr key: servers in INSTR_SERVERS order, micro in MICRO order."""
+    name = key.split()[2] if key.startswith("instr micro") else key.split()[1]
+    order = MICRO if key.startswith("instr micro") else INSTR_SERVERS
+    return order.index(name) if name in order else len(order)
+
+
+def instr_repeat(b):
+    """(repeat label, largest relative difference to its first run, key) or None."""
+    repeats = [lab for lab in b.instr_labels if lab.endswith("-2")]
+    if not repeats:
+        return None
+    label = repeats[0]
+    worst = (0.0, "-")
+    for key, rows in b.results.items():
+        if key.startswith("instr ") and label in rows and kind_of(label) in rows:
+            x, y = rows[kind_of(label)][0]["per_op"], rows[label][0]["per_op"]
+            worst = max(worst, (abs(y - x) / abs(x) if x else 0.0, key))
+    return label, worst[0], worst[1]
 
 
 def targets(b):
@@ -578,6 +775,22 @@ def targets(b):
                 (f"{srv} user CPU/req", f"<= {goal}x", f"{median(rs):.2f}x", f"{max(rs):.2f}x",
                  yes(max(rs) <= goal))
             )  # fmt: skip
+    for name, goal in MICRO_TARGETS.items():
+        r = b.ratio(f"instr micro {name}", "oxloop", "per_op")
+        if r is not None:
+            rows.append(
+                (f"`{name}` instructions/op", f"<= {1 / goal:.2f}x", f"{r:.2f}x", "-",
+                 yes(r <= 1 / goal))
+            )  # fmt: skip
+    for srv, goal in USER_CPU_TARGETS.items():
+        for k in b.results:
+            if k.startswith(f"instr {srv} "):
+                r = b.ratio(k, "oxloop", "per_op")
+                if r is not None:
+                    rows.append(
+                        (f"{srv} instructions/req", f"<= {goal}x", f"{r:.2f}x", "-",
+                         yes(r <= goal))
+                    )  # fmt: skip
     worst = None
     for k, rows_k in b.results.items():
         if k.startswith(("echo ", "http", "tls ")) and "oxloop" in rows_k:
@@ -611,8 +824,14 @@ def main():
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    ap.add_argument("--quick", action="store_true", help="everything, briefly (smoke test)")
-    ap.add_argument("--workloads", default=",".join(ALL_WORKLOADS))
+    ap.add_argument(
+        "--quick", action="store_true", help="the default workloads, briefly (smoke test)"
+    )
+    ap.add_argument(
+        "--workloads",
+        default=",".join(DEFAULT_WORKLOADS),
+        help=f"any of {','.join(ALL_WORKLOADS)}",
+    )
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--duration", type=float, help="measured seconds per network figure")
     ap.add_argument("--warmup", type=float, help="warm-up seconds before each one")
@@ -627,6 +846,17 @@ def main():
     ap.add_argument("--memory-servers", default="proto,streams")
     ap.add_argument("--pipe-size-mb", type=int)
     ap.add_argument("--pipe-rounds", type=int)
+    ap.add_argument("--instr-servers", default=",".join(INSTR_SERVERS),
+                    help="servers measured under callgrind")  # fmt: skip
+    ap.add_argument("--instr-micro", default=",".join(MICRO),
+                    help="micro-benchmarks measured under callgrind")  # fmt: skip
+    ap.add_argument("--instr-requests", help="warm-up,N1,N2 requests per server (callgrind)")
+    ap.add_argument("--instr-scale", type=float, help="N1 = micro size x this; N2 = 3 x N1")
+    ap.add_argument("--instr-size", type=int, default=1, help="echo size under callgrind, KiB")
+    ap.add_argument("--instr-conns", type=int, default=10)
+    ap.add_argument("--instr-jobs", type=int, default=len(os.sched_getaffinity(0)),
+                    help="processes under callgrind at once")  # fmt: skip
+    ap.add_argument("--instr-dir", help="keep the callgrind profiles here")
     ap.add_argument("--no-tokio", action="store_true", help="no tokio ceiling rows")
     ap.add_argument("--no-pin", action="store_true", help="don't pin servers and clients")
     ap.add_argument("--json", help="results file (default: bench/results/bench-DATE.json)")
@@ -647,6 +877,8 @@ def main():
         "memory_rounds": (1, 3),
         "pipe_size_mb": (16, 128),
         "pipe_rounds": (1, 3),
+        "instr_requests": ("100,200,600", "300,1000,3000"),
+        "instr_scale": (0.002, 0.01),
     }
     for name, (quick, full) in defaults.items():
         if getattr(a, name) is None:
@@ -658,6 +890,26 @@ def main():
     a.echo_servers = a.echo_servers.split(",")
     a.memory_servers = a.memory_servers.split(",")
     a.sizes, a.conns, a.tls_conns = ints(a.sizes), ints(a.conns), ints(a.tls_conns)
+    a.instr_servers = [x for x in a.instr_servers.split(",") if x]
+    a.instr_micro = [x for x in a.instr_micro.split(",") if x]
+    a.instr_requests = ints(a.instr_requests)
+    for what, names, known in (
+        ("servers", a.instr_servers, INSTR_SERVERS),
+        ("micro-benchmarks", a.instr_micro, MICRO),
+    ):
+        if set(names) - set(known):
+            ap.error(f"unknown instr {what}: {', '.join(sorted(set(names) - set(known)))}")
+    if len(a.instr_requests) != 3 or not 0 < a.instr_requests[1] < a.instr_requests[2]:
+        ap.error("--instr-requests takes warm-up,N1,N2 with 0 < N1 < N2")
+    if "instr" in a.workloads:
+        import instr
+
+        missing = instr.missing_tools()
+        if missing:
+            ap.error(
+                f"the instr workload needs valgrind ({', '.join(missing)} not found on PATH): "
+                "install valgrind (e.g. apt-get install valgrind) or leave instr out"
+            )
     for exe in (a.loadgen, a.tokio_echo):
         if not os.access(exe, os.X_OK):
             ap.error(f"{exe} missing: build bench/loadgen (scripts/bench.sh does)")

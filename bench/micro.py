@@ -16,8 +16,9 @@ Each benchmark runs on a fresh loop and reports the operations done, the process
 
 As a worker for the harness (one process per loop, started once):
 
-    python bench/micro.py --loop oxloop --worker
+    python bench/micro.py --loop oxloop --worker [--warmup-scale 0.05]
 
+warms up (every benchmark once, at --warmup-scale times its size, at least 1000 ops), then
 reads `{"bench": NAME, "n": N}` lines on stdin and answers each with one JSON line. Alone:
 
     python bench/micro.py --loop uvloop [--bench call_soon,...] [--scale 1.0]
@@ -198,10 +199,10 @@ def run_one(kind, name, n):
     }
 
 
-def worker(kind):
+def worker(kind, warmup_scale=0.05):
     # Warm up every benchmark once (imports, caches, allocator pools), then serve requests.
     for name, size in SIZES.items():
-        run_one(kind, name, max(BATCH, size // 20))
+        run_one(kind, name, max(BATCH, int(size * warmup_scale)))
     print(json.dumps({"ready": kind}), flush=True)
     for line in sys.stdin:
         req = json.loads(line)
@@ -212,11 +213,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--loop", required=True, choices=["oxloop", "asyncio", "uvloop"])
     ap.add_argument("--worker", action="store_true", help="serve requests on stdin")
+    ap.add_argument("--warmup-scale", type=float, default=0.05, help="worker warm-up size")
     ap.add_argument("--bench", default=",".join(BENCHES))
     ap.add_argument("--scale", type=float, default=1.0)
     args = ap.parse_args()
     if args.worker:
-        worker(args.loop)
+        worker(args.loop, args.warmup_scale)
         return
     for name in args.bench.split(","):
         r = run_one(args.loop, name, int(SIZES[name] * args.scale))
