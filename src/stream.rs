@@ -11,16 +11,20 @@
 use std::os::fd::RawFd;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
 use crate::event_loop::LoopCore;
+use crate::handles::Handle;
+use crate::helpers;
 use crate::transport::{
-    log_fatal_os_error, logger, loop_core, must_propagate, notify_flow, report, with_read_buf,
-    FlowChange, FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
+    log_fatal_os_error, logger, loop_core, loop_object, must_propagate, new_bytes, notify_flow,
+    recycle_bytes, report, with_read_buf, FlowChange, FlowControl,
+    LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
 };
 use crate::wbuf::{is_retry, os_error, send_once, ByteView, Sink, WriteQueue};
 
@@ -49,7 +53,7 @@ enum Kind {
 }
 
 struct State {
-    loop_: Option<PyObject>,
+    loop_: Option<Py<LoopCore>>,
     sock: Option<PyObject>,
     protocol: Option<PyObject>,
     server: Option<PyObject>,
@@ -63,6 +67,9 @@ struct State {
     eof: bool,
     reading: bool,
     writing: bool,
+    /// Bumped by each start of watching: tells a queued event of an earlier watch.
+    read_gen: u32,
+    write_gen: u32,
     flow: FlowControl,
     wbuf: WriteQueue,
 }
@@ -88,39 +95,121 @@ impl StreamTransport {
     }
 
     fn set_reading(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let mut st = this.st.try_mut()?;
-        if st.reading == on {
-            return Ok(());
-        }
-        let core = loop_core(py, &st.loop_)?;
-        st.reading = on;
-        drop(st);
-        if on {
-            let cb = slf.getattr(intern!(py, "_read_ready"))?;
-            LoopCore::watch_fd(&core, this.fd, &cb, false, true)
-        } else {
-            LoopCore::unwatch_fd(&core, this.fd, false)
-        }
+        Self::set_watching(slf, false, on)
     }
 
     fn set_writing(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
-        let py = slf.py();
+        Self::set_watching(slf, true, on)
+    }
+
+    /// Start or stop watching the fd for readability (or writability). The loop calls
+    /// the handler natively; in debug mode through a handle, as stock (which records
+    /// where it was created).
+    fn set_watching(slf: &Bound<'_, Self>, writer: bool, on: bool) -> PyResult<()> {
         let this = slf.get();
-        let mut st = this.st.try_mut()?;
-        if st.writing == on {
+        let mut guard = this.st.try_mut()?;
+        let st = &mut *guard;
+        let (flag, gen) = if writer {
+            (&mut st.writing, &mut st.write_gen)
+        } else {
+            (&mut st.reading, &mut st.read_gen)
+        };
+        if *flag == on {
             return Ok(());
         }
-        let core = loop_core(py, &st.loop_)?;
-        st.writing = on;
-        drop(st);
-        if on {
-            let cb = slf.getattr(intern!(py, "_write_ready"))?;
-            LoopCore::watch_fd(&core, this.fd, &cb, true, true)
+        *flag = on;
+        *gen = gen.wrapping_add(on as u32);
+        let gen = *gen;
+        let core = loop_core(slf.py(), &st.loop_)?;
+        drop(guard);
+        if !on {
+            LoopCore::unwatch_fd(&core, this.fd, writer)
+        } else if core.get().debug() {
+            let cb = slf.getattr(Self::handler_name(slf.py(), writer))?;
+            LoopCore::watch_fd(&core, this.fd, &cb, writer, true)
         } else {
-            LoopCore::unwatch_fd(&core, this.fd, true)
+            LoopCore::watch_transport(&core, this.fd, slf, writer, gen)
         }
+    }
+
+    fn handler_name(py: Python<'_>, writer: bool) -> &Bound<'_, PyString> {
+        if writer {
+            intern!(py, "_write_ready")
+        } else {
+            intern!(py, "_read_ready")
+        }
+    }
+
+    /// Whether a queued event of watch `gen` is still wanted (the loop's counterpart of
+    /// a cancelled handle).
+    #[inline]
+    pub fn io_live(&self, writer: bool, gen: u32) -> bool {
+        match self.st.try_ref() {
+            Ok(st) if writer => st.writing && st.write_gen == gen,
+            Ok(st) => st.reading && st.read_gen == gen,
+            Err(_) => false,
+        }
+    }
+
+    /// Run the read (or write) handler in `context`, as the handle of the event would:
+    /// only `SystemExit`/`KeyboardInterrupt` come back as `Err`, any other exception goes
+    /// to the loop's exception handler.
+    pub fn run_io(
+        slf: &Bound<'_, Self>,
+        core: &Bound<'_, LoopCore>,
+        writer: bool,
+        context: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let result = if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
+            Err(PyErr::fetch(py))
+        } else {
+            let r = if writer {
+                Self::flush(slf)
+            } else {
+                Self::read_ready(slf)
+            };
+            unsafe { ffi::PyContext_Exit(context.as_ptr()) };
+            r
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if must_propagate(py, &e) => Err(e),
+            Err(e) => {
+                let handle = Self::io_handle(slf, core, writer, context.clone().unbind())?;
+                let cb = slf.getattr(Self::handler_name(py, writer))?;
+                let source = helpers::get(py)?
+                    .format_callback_source
+                    .call1(py, (cb, PyTuple::empty(py), core.get().debug()))?;
+                let ctx = PyDict::new(py);
+                ctx.set_item("message", format!("Exception in callback {source}"))?;
+                ctx.set_item("exception", e.value(py))?;
+                ctx.set_item("handle", handle)?;
+                core.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The handle an event stands for (`<Handle TCPTransport._read_ready()>`), for
+    /// reports and the watchdog.
+    pub fn io_handle(
+        slf: &Bound<'_, Self>,
+        core: &Bound<'_, LoopCore>,
+        writer: bool,
+        context: PyObject,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let cb = slf.getattr(Self::handler_name(py, writer))?;
+        let handle = Handle::make(
+            py,
+            cb.unbind(),
+            PyTuple::empty(py).unbind(),
+            Some(context),
+            core.clone().unbind(),
+            None,
+        )?;
+        Py::new(py, handle)
     }
 
     fn call_soon(slf: &Bound<'_, Self>, method: &Bound<'_, PyAny>, arg: PyObject) -> PyResult<()> {
@@ -172,7 +261,7 @@ impl StreamTransport {
     fn links(&self, py: Python<'_>) -> PyResult<(Option<PyObject>, Option<PyObject>)> {
         let st = self.st.try_ref()?;
         Ok((
-            st.loop_.as_ref().map(|l| l.clone_ref(py)),
+            loop_object(py, &st.loop_),
             st.protocol.as_ref().map(|p| p.clone_ref(py)),
         ))
     }
@@ -234,7 +323,41 @@ impl StreamTransport {
         }
     }
 
-    fn read_data(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (protocol, buffered, core) = {
+            let st = this.st.try_ref()?;
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            let Some(p) = st.protocol.as_ref() else {
+                return Ok(());
+            };
+            let core = st.loop_.as_ref().map(|l| l.bind(py).clone());
+            (p.bind(py).clone(), st.buffered, core)
+        };
+        if this.kind == Kind::WritePipe {
+            // The reader closed its end: nothing more can be written.
+            let err = pyo3::exceptions::PyBrokenPipeError::new_err(());
+            let had_buffer = !this.st.try_ref()?.wbuf.is_empty();
+            if had_buffer {
+                return Self::force_close(slf, Some(err.into_value(py).into_any()));
+            }
+            return Self::close_impl(slf);
+        }
+        if buffered {
+            Self::read_buffered(slf, &protocol)
+        } else {
+            Self::read_data(slf, &protocol, core)
+        }
+    }
+
+    fn read_data(
+        slf: &Bound<'_, Self>,
+        protocol: &Bound<'_, PyAny>,
+        core: Option<Bound<'_, LoopCore>>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let result = with_read_buf(|buf| {
@@ -243,7 +366,7 @@ impl StreamTransport {
             if n < 0 {
                 Err(std::io::Error::last_os_error())
             } else {
-                Ok(PyBytes::new(py, &buf[..n as usize]))
+                Ok(new_bytes(py, &buf[..n as usize]))
             }
         })?;
         match result {
@@ -252,16 +375,21 @@ impl StreamTransport {
             Ok(data) if data.as_bytes().is_empty() => Self::on_eof(slf, protocol),
             Ok(data) => {
                 let n = data.as_bytes().len();
-                if let Ok(core) = this.core(py) {
+                if let Some(core) = core {
                     core.get().note_io(n, 0);
                     if n == MAX_READ {
                         // Maybe more to read: have the poll report the fd again.
                         core.get().rearm_fd(this.fd)?;
                     }
                 }
-                let r = protocol.call_method1(intern!(py, "data_received"), (data,));
-                Self::protocol_call(slf, r, "Fatal error: protocol.data_received() call failed.")
-                    .map(drop)
+                let r = protocol.call_method1(intern!(py, "data_received"), (&data,));
+                let r = Self::protocol_call(
+                    slf,
+                    r,
+                    "Fatal error: protocol.data_received() call failed.",
+                );
+                recycle_bytes(data);
+                r.map(drop)
             }
         }
     }
@@ -609,7 +737,7 @@ impl StreamTransport {
             fd,
             kind,
             st: GilCell::new(State {
-                loop_: Some(loop_.clone().unbind()),
+                loop_: Some(core.clone().unbind()),
                 sock: Some(sock.clone().unbind()),
                 protocol: Some(protocol.clone().unbind()),
                 server: server.filter(|s| !s.is_none(py)),
@@ -623,6 +751,8 @@ impl StreamTransport {
                 eof: false,
                 reading: false,
                 writing: false,
+                read_gen: 0,
+                write_gen: 0,
                 flow: FlowControl::default(),
                 wbuf: WriteQueue::default(),
             }),
@@ -645,32 +775,7 @@ impl StreamTransport {
     }
 
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let (protocol, buffered) = {
-            let st = this.st.try_ref()?;
-            if st.conn_lost > 0 {
-                return Ok(());
-            }
-            let Some(p) = st.protocol.as_ref() else {
-                return Ok(());
-            };
-            (p.clone_ref(py), st.buffered)
-        };
-        if this.kind == Kind::WritePipe {
-            // The reader closed its end: nothing more can be written.
-            let err = pyo3::exceptions::PyBrokenPipeError::new_err(());
-            let had_buffer = !this.st.try_ref()?.wbuf.is_empty();
-            if had_buffer {
-                return Self::force_close(slf, Some(err.into_value(py).into_any()));
-            }
-            return Self::close_impl(slf);
-        }
-        if buffered {
-            Self::read_buffered(slf, protocol.bind(py))
-        } else {
-            Self::read_data(slf, protocol.bind(py))
-        }
+        Self::read_ready(slf)
     }
 
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -970,7 +1075,7 @@ impl StreamTransport {
 
     #[getter]
     fn _loop(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
-        Ok(self.st.try_ref()?.loop_.as_ref().map(|s| s.clone_ref(py)))
+        Ok(loop_object(py, &self.st.try_ref()?.loop_))
     }
 
     #[getter]
@@ -1021,15 +1126,12 @@ impl StreamTransport {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(st) = self.st.peek() {
-            for o in [
-                &st.loop_,
-                &st.sock,
-                &st.protocol,
-                &st.server,
-                &st.empty_waiter,
-            ]
-            .into_iter()
-            .flatten()
+            if let Some(l) = &st.loop_ {
+                visit.call(l)?;
+            }
+            for o in [&st.sock, &st.protocol, &st.server, &st.empty_waiter]
+                .into_iter()
+                .flatten()
             {
                 visit.call(o)?;
             }
