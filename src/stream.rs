@@ -21,6 +21,7 @@ use crate::cell::GilCell;
 use crate::event_loop::LoopCore;
 use crate::handles::Handle;
 use crate::helpers;
+use crate::sockaddr::Addr;
 use crate::transport::{
     log_fatal_os_error, logger, loop_core, loop_object, must_propagate, new_bytes, notify_flow,
     recycle_bytes, report, with_read_buf, FlowChange, FlowControl,
@@ -42,6 +43,71 @@ fn is_buffered(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
     protocol.is_instance(cls.bind(py))
 }
 
+static TRANSPORT_SOCKET: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+
+/// The extra info of an IPv4 socket, kept compact: `socket` is made when asked for, and
+/// the addresses were taken at construction, as stock.
+struct LazyExtra {
+    sockname: Addr,
+    peername: Addr,
+    /// The caller gave `peername` (accept): it comes first in the dict, as stock.
+    peer_first: bool,
+}
+
+impl LazyExtra {
+    /// `given`: the extra the caller passed (at most `peername`).
+    fn new(
+        sock: &Bound<'_, PyAny>,
+        fd: RawFd,
+        given: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let eager = |method: &str| match sock.call_method0(method) {
+            Ok(v) => Ok(Addr::Obj(v.unbind())),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyOSError>(sock.py()) => {
+                Ok(Addr::Missing)
+            }
+            Err(e) => Err(e),
+        };
+        let sockname = match Addr::query(fd, false) {
+            Some(a) => a,
+            None => eager("getsockname")?,
+        };
+        let given = match given {
+            Some(d) => d.get_item("peername")?,
+            None => None,
+        };
+        let peer_first = given.is_some();
+        let peername = match (given, Addr::query(fd, true)) {
+            // The address accept() returned: the same as getpeername() gives.
+            (Some(v), Some(a @ Addr::V4(..))) if v.is_instance_of::<PyTuple>() => a,
+            (Some(v), _) => Addr::Obj(v.unbind()),
+            (None, Some(a)) => a,
+            (None, None) => eager("getpeername")?,
+        };
+        Ok(LazyExtra {
+            sockname,
+            peername,
+            peer_first,
+        })
+    }
+
+    fn build<'py>(&self, py: Python<'py>, sock: Option<&PyObject>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        if self.peer_first {
+            d.set_item("peername", self.peername.value(py)?)?;
+        }
+        if let Some(sock) = sock {
+            let cls = TRANSPORT_SOCKET.import(py, "asyncio.trsock", "TransportSocket")?;
+            d.set_item("socket", cls.call1((sock,))?)?;
+        }
+        d.set_item("sockname", self.sockname.value(py)?)?;
+        if !self.peer_first {
+            d.set_item("peername", self.peername.value(py)?)?;
+        }
+        Ok(d)
+    }
+}
+
 /// What kind of fd the transport drives.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -58,6 +124,8 @@ struct State {
     protocol: Option<PyObject>,
     server: Option<PyObject>,
     extra: Option<Py<PyDict>>,
+    /// A TCP socket's extra info until someone asks for it (then `extra`).
+    lazy: Option<LazyExtra>,
     empty_waiter: Option<PyObject>,
     buffered: bool,
     protocol_connected: bool,
@@ -88,6 +156,24 @@ impl StreamTransport {
         } else {
             Sink::Pipe
         }
+    }
+
+    /// The extra info dict, built now if it was kept compact.
+    fn extra_dict<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let built = {
+            let st = self.st.try_ref()?;
+            if let Some(e) = &st.extra {
+                return Ok(Some(e.bind(py).clone()));
+            }
+            match &st.lazy {
+                None => return Ok(None),
+                Some(lazy) => lazy.build(py, st.sock.as_ref())?,
+            }
+        };
+        let mut st = self.st.try_mut()?;
+        st.lazy = None;
+        st.extra = Some(built.clone().unbind());
+        Ok(Some(built))
     }
 
     fn core<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, LoopCore>> {
@@ -674,6 +760,8 @@ impl StreamTransport {
                 .map(drop),
             _ => Ok(()),
         };
+        // The socket goes away below: what the extra info needs of it is taken first.
+        this.extra_dict(py)?;
         let (sock, server, waiter, lp) = {
             let mut st = this.st.try_mut()?;
             st.protocol = None;
@@ -713,7 +801,8 @@ impl StreamTransport {
     /// `kind`: 0 socket, 1 read pipe, 2 write pipe. The Python subclass finishes the
     /// set-up (extra info, `connection_made`, the waiter).
     #[new]
-    #[pyo3(signature = (loop_, sock, protocol, kind=0, extra=None, server=None))]
+    #[pyo3(signature = (loop_, sock, protocol, kind=0, extra=None, server=None, lazy_extra=false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         loop_: &Bound<'_, PyAny>,
@@ -722,6 +811,7 @@ impl StreamTransport {
         kind: u8,
         extra: Option<Bound<'_, PyDict>>,
         server: Option<PyObject>,
+        lazy_extra: bool,
     ) -> PyResult<Self> {
         let core = loop_.downcast::<LoopCore>()?;
         let fd: RawFd = sock.call_method0("fileno")?.extract()?;
@@ -732,6 +822,14 @@ impl StreamTransport {
             _ => return Err(PyValueError::new_err("bad transport kind")),
         };
         let buffered = is_buffered(protocol)?;
+        let (extra, lazy) = if lazy_extra {
+            (None, Some(LazyExtra::new(sock, fd, extra.as_ref())?))
+        } else {
+            (
+                Some(extra.unwrap_or_else(|| PyDict::new(py)).unbind()),
+                None,
+            )
+        };
         core.get().note_transport(1);
         Ok(StreamTransport {
             fd,
@@ -741,7 +839,8 @@ impl StreamTransport {
                 sock: Some(sock.clone().unbind()),
                 protocol: Some(protocol.clone().unbind()),
                 server: server.filter(|s| !s.is_none(py)),
-                extra: Some(extra.unwrap_or_else(|| PyDict::new(py)).unbind()),
+                extra,
+                lazy,
                 empty_waiter: None,
                 buffered,
                 protocol_connected: true,
@@ -1003,9 +1102,8 @@ impl StreamTransport {
         name: &Bound<'_, PyAny>,
         default: Option<PyObject>,
     ) -> PyResult<PyObject> {
-        let st = self.st.try_ref()?;
-        if let Some(extra) = &st.extra {
-            if let Some(v) = extra.bind(py).get_item(name)? {
+        if let Some(extra) = self.extra_dict(py)? {
+            if let Some(v) = extra.get_item(name)? {
                 return Ok(v.unbind());
             }
         }
@@ -1014,7 +1112,7 @@ impl StreamTransport {
 
     #[getter]
     fn _extra(&self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
-        Ok(self.st.try_ref()?.extra.as_ref().map(|e| e.clone_ref(py)))
+        Ok(self.extra_dict(py)?.map(Bound::unbind))
     }
 
     fn get_write_buffer_size(&self) -> PyResult<usize> {
@@ -1138,6 +1236,13 @@ impl StreamTransport {
             if let Some(e) = &st.extra {
                 visit.call(e)?;
             }
+            if let Some(lazy) = &st.lazy {
+                for a in [&lazy.sockname, &lazy.peername] {
+                    if let Addr::Obj(o) = a {
+                        visit.call(o)?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -1150,6 +1255,7 @@ impl StreamTransport {
                 st.server.take(),
                 st.empty_waiter.take(),
                 st.extra.take(),
+                st.lazy.take(),
             ),
             Err(_) => return,
         };

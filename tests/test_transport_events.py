@@ -256,3 +256,104 @@ def test_write_event_flushes_in_order(any_loop):
         assert run(any_loop, main()) == big + b"tail"
     finally:
         b.close()
+
+
+# -- extra info ----------------------------------------------------------------------------------
+
+
+def extra_view(transport):
+    """What get_extra_info answers for a socket transport, compared by value."""
+    sock = transport.get_extra_info("socket")
+    return {
+        "keys": list(transport._extra),
+        "socket": (sock.family, sock.type, sock.fileno()),
+        "same socket": transport.get_extra_info("socket") is sock,
+        "sockname": transport.get_extra_info("sockname"),
+        "peername": transport.get_extra_info("peername"),
+        "missing": transport.get_extra_info("missing", "dflt"),
+    }
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_extra_info_of_accepted_and_connected_sockets(any_loop, family, tmp_path):
+    seen = {}
+    closed = asyncio.Event()
+
+    class Keep(asyncio.Protocol):
+        def connection_made(self, transport):
+            seen["accepted"] = extra_view(transport)
+            self.transport = transport
+
+        def connection_lost(self, exc):
+            # Still there once the socket is closed.
+            seen["after close"] = (
+                self.transport.get_extra_info("sockname"),
+                self.transport.get_extra_info("peername"),
+            )
+            closed.set()
+
+    async def main():
+        if family == "tcp":
+            server = await any_loop.create_server(Keep, "127.0.0.1", 0)
+            addr = server.sockets[0].getsockname()
+            transport, _ = await any_loop.create_connection(asyncio.Protocol, *addr)
+        else:
+            path = str(tmp_path / "sock")
+            server = await any_loop.create_unix_server(Keep, path)
+            transport, _ = await any_loop.create_unix_connection(asyncio.Protocol, path)
+        seen["connected"] = extra_view(transport)
+        while "accepted" not in seen:
+            await asyncio.sleep(0.01)
+        transport.close()
+        await closed.wait()
+        server.close()
+        await server.wait_closed()
+
+    run(any_loop, main())
+    acc, con = seen["accepted"], seen["connected"]
+    assert acc["keys"] == ["peername", "socket", "sockname"]
+    assert con["keys"] == ["socket", "sockname", "peername"]
+    for view in (acc, con):
+        assert view["same socket"] is True
+        assert view["missing"] == "dflt"
+    if family == "tcp":
+        assert acc["sockname"] == con["peername"]
+        assert acc["peername"] == con["sockname"]
+        assert type(acc["peername"]) is tuple and type(acc["peername"][0]) is str
+        assert acc["socket"][:2] == (socket.AF_INET, socket.SOCK_STREAM)
+    else:
+        assert acc["sockname"] == con["peername"]
+        assert acc["socket"][:2] == (socket.AF_UNIX, socket.SOCK_STREAM)
+    assert seen["after close"] == (acc["sockname"], acc["peername"])
+
+
+def test_extra_info_asked_only_after_close(any_loop):
+    got = {}
+
+    class Late(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def connection_lost(self, exc):
+            got["late"] = (
+                self.transport.get_extra_info("sockname"),
+                self.transport.get_extra_info("peername"),
+                self.transport.get_extra_info("socket").family,
+            )
+
+    async def main():
+        server = await any_loop.create_server(Late, "127.0.0.1", 0)
+        addr = server.sockets[0].getsockname()
+        client = socket.create_connection(addr)
+        here = client.getsockname()
+        while not server._active_count:
+            await asyncio.sleep(0.01)
+        client.close()
+        while "late" not in got:
+            await asyncio.sleep(0.01)
+        server.close()
+        await server.wait_closed()
+        return addr, here
+
+    addr, here = run(any_loop, main())
+    assert got["late"] == (addr, here, socket.AF_INET)
