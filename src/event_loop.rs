@@ -1184,6 +1184,24 @@ impl LoopCore {
         Ok(())
     }
 
+    /// The transports that claimed an fd and are still alive (for `Server.close_clients`).
+    fn _claimed_transports(&self, py: Python<'_>) -> PyResult<Vec<PyObject>> {
+        let weak: Vec<PyObject> = self
+            .transport_fds
+            .try_ref()?
+            .values()
+            .map(|w| w.clone_ref(py))
+            .collect();
+        let mut alive = Vec::with_capacity(weak.len());
+        for w in weak {
+            let t = w.bind(py).call0()?;
+            if !t.is_none() {
+                alive.push(t.unbind());
+            }
+        }
+        Ok(alive)
+    }
+
     /// Watch the read end of the `signal.set_wakeup_fd` socket (or stop, with -1).
     fn _set_signal_fd(&self, fd: RawFd) -> PyResult<()> {
         self.check_closed()?;
