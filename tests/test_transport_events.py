@@ -333,6 +333,7 @@ def test_extra_info_asked_only_after_close(any_loop):
     class Late(asyncio.Protocol):
         def connection_made(self, transport):
             self.transport = transport
+            got["made"] = True
 
         def connection_lost(self, exc):
             got["late"] = (
@@ -346,7 +347,7 @@ def test_extra_info_asked_only_after_close(any_loop):
         addr = server.sockets[0].getsockname()
         client = socket.create_connection(addr)
         here = client.getsockname()
-        while not server._active_count:
+        while "made" not in got:
             await asyncio.sleep(0.01)
         client.close()
         while "late" not in got:
