@@ -8,6 +8,7 @@
 //! `asyncio.AbstractEventLoop` and adds the glue where Rust gains nothing.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,6 +28,7 @@ use crate::poll::{
 };
 use crate::signals::SignalTable;
 use crate::stats::Stats;
+use crate::stream::StreamTransport;
 use crate::timers::TimerHeap;
 use crate::watchdog::Watchdog;
 
@@ -41,11 +43,84 @@ const PY_GLUE_FRAMES: u32 = 1;
 /// Longest single poll, as the stock loop (24 hours).
 const MAX_POLL_SECONDS: f64 = 24.0 * 3600.0;
 
-/// A watched fd: the reader and writer callbacks and whether epoll knows the fd.
+/// What runs when a watched fd is ready: a callback handle, or a stream transport's own
+/// read/write handler, called natively in the context it was watched from.
+enum Watcher {
+    Call(Py<Handle>),
+    Transport {
+        transport: Py<StreamTransport>,
+        context: PyObject,
+        /// The transport's watch generation: an event queued for an earlier watch is stale.
+        gen: u32,
+    },
+}
+
+/// An entry of the ready queue: a handle, or "transport T is readable/writable".
+pub(crate) enum Ready {
+    Call(Py<Handle>),
+    Io {
+        transport: Py<StreamTransport>,
+        context: PyObject,
+        writer: bool,
+        gen: u32,
+        /// When it was queued, for the sampled ready-queue delay; 0: not sampled.
+        queued_at: f64,
+    },
+}
+
+impl Ready {
+    fn visit(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Ready::Call(h) => visit.call(h),
+            Ready::Io {
+                transport, context, ..
+            } => {
+                visit.call(transport)?;
+                visit.call(context)
+            }
+        }
+    }
+
+    /// The loop lets go of the entry (see `handles::release`).
+    fn release(&self, py: Python<'_>) {
+        if let Ready::Call(h) = self {
+            handles::release(h.bind(py).as_any());
+        }
+    }
+}
+
+/// Hashes an fd with one multiplication: SipHash cost more than the rest of a lookup,
+/// and fds are not chosen by an adversary.
+#[derive(Default)]
+struct FdHasher(u64);
+
+impl Hasher for FdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 << 8 | b as u64);
+        }
+    }
+
+    fn write_i32(&mut self, fd: i32) {
+        self.write_u64(fd as u32 as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type FdMap<V> = HashMap<RawFd, V, BuildHasherDefault<FdHasher>>;
+
+/// A watched fd: the reader and writer and whether epoll knows the fd.
 #[derive(Default)]
 struct FdEntry {
-    reader: Option<Py<Handle>>,
-    writer: Option<Py<Handle>>,
+    reader: Option<Watcher>,
+    writer: Option<Watcher>,
     registered: bool,
     /// Fired since the last re-arm (level-triggered emulation, see poll.rs).
     fired: bool,
@@ -103,11 +178,11 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
 
 #[pyclass(module = "oxloop._oxloop", subclass, frozen, weakref)]
 pub struct LoopCore {
-    ready: GilCell<VecDeque<Py<Handle>>>,
+    ready: GilCell<VecDeque<Ready>>,
     timers: GilCell<TimerHeap>,
     poller: Poller,
     waker: GilCell<Option<Waker>>,
-    fds: GilCell<HashMap<RawFd, FdEntry>>,
+    fds: GilCell<FdMap<FdEntry>>,
     rearm: GilCell<Vec<RawFd>>,
     signals: GilCell<SignalTable>,
     stopping: AtomicBool,
@@ -189,7 +264,32 @@ impl LoopCore {
         drains: bool,
     ) -> PyResult<()> {
         let empty = PyTuple::empty(slf.py());
-        Self::set_fd_callback(slf, fd, callback, empty, writer, drains).map(drop)
+        let handle = Py::new(
+            slf.py(),
+            Self::new_handle(slf, callback, empty, None, TRACE_DEPTH)?,
+        )?;
+        Self::set_fd_watcher(slf, fd, Watcher::Call(handle), writer, drains)
+    }
+
+    /// Watch `fd` for readability (or writability) with `transport`'s own handler, run
+    /// natively in a copy of the current context (as a handle's would be); `gen` tells
+    /// this watch from the transport's earlier ones. The transport drains the fd.
+    pub fn watch_transport(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        transport: &Bound<'_, StreamTransport>,
+        writer: bool,
+        gen: u32,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let context =
+            unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())? };
+        let watcher = Watcher::Transport {
+            transport: transport.clone().unbind(),
+            context: context.unbind(),
+            gen,
+        };
+        Self::set_fd_watcher(slf, fd, watcher, writer, true)
     }
 
     /// Report `fd` again on the next poll if it is still ready (an owner that stopped
@@ -279,7 +379,9 @@ impl LoopCore {
         if this.stats.try_mut()?.sample_now() {
             handle.get().set_queued_at(monotonic());
         }
-        this.ready.try_mut()?.push_back(handle.clone_ref(slf.py()));
+        this.ready
+            .try_mut()?
+            .push_back(Ready::Call(handle.clone_ref(slf.py())));
         Ok(handle)
     }
 
@@ -341,11 +443,27 @@ impl LoopCore {
         let mut fds = self.fds.try_mut()?;
         let mut rearm = self.rearm.try_mut()?;
         let mut stats = self.stats.try_mut()?;
-        let mut queue = |h: &Py<Handle>| {
-            if stats.sample_now() {
-                h.get().set_queued_at(now);
+        let mut queue_io = |w: &Watcher, writer: bool| {
+            let sampled = stats.sample_now();
+            match w {
+                Watcher::Call(h) => {
+                    if sampled {
+                        h.get().set_queued_at(now);
+                    }
+                    ready.push_back(Ready::Call(h.clone_ref(py)));
+                }
+                Watcher::Transport {
+                    transport,
+                    context,
+                    gen,
+                } => ready.push_back(Ready::Io {
+                    transport: transport.clone_ref(py),
+                    context: context.clone_ref(py),
+                    writer,
+                    gen: *gen,
+                    queued_at: if sampled { now } else { 0.0 },
+                }),
             }
-            ready.push_back(h.clone_ref(py));
         };
         for &(token, mask) in &st.fired {
             if token == WAKE_TOKEN {
@@ -359,7 +477,7 @@ impl LoopCore {
             }
             if token == SIGNAL_TOKEN {
                 for h in self.signals.try_ref()?.take_pending(py) {
-                    queue(&h);
+                    queue_io(&Watcher::Call(h), false);
                 }
                 continue;
             }
@@ -369,19 +487,19 @@ impl LoopCore {
             };
             if mask & READABLE != 0 {
                 if let Some(r) = &entry.reader {
-                    if r.get().is_cancelled() {
+                    if matches!(r, Watcher::Call(h) if h.get().is_cancelled()) {
                         entry.reader = None;
                     } else {
-                        queue(r);
+                        queue_io(r, false);
                     }
                 }
             }
             if mask & WRITABLE != 0 {
                 if let Some(w) = &entry.writer {
-                    if w.get().is_cancelled() {
+                    if matches!(w, Watcher::Call(h) if h.get().is_cancelled()) {
                         entry.writer = None;
                     } else {
-                        queue(w);
+                        queue_io(w, true);
                     }
                 }
             }
@@ -434,8 +552,37 @@ impl LoopCore {
         let mut ran = 0u64;
         let result = (|| {
             for _ in 0..ntodo {
-                let Some(handle) = this.ready.try_mut()?.pop_front() else {
-                    break;
+                let next = this.ready.try_mut()?.pop_front();
+                let handle = match next {
+                    None => break,
+                    Some(Ready::Call(h)) => h,
+                    Some(Ready::Io {
+                        transport,
+                        context,
+                        writer,
+                        gen,
+                        queued_at,
+                    }) => {
+                        let transport = transport.into_bound(py);
+                        if !transport.get().io_live(writer, gen) {
+                            continue;
+                        }
+                        ran += 1;
+                        if queued_at > 0.0 {
+                            let delay = monotonic() - queued_at;
+                            this.stats.try_mut()?.ready_delay.record(delay);
+                        }
+                        let context = context.into_bound(py);
+                        if !this.watching.load(Ordering::Relaxed) && !this.debug() {
+                            StreamTransport::run_io(&transport, slf, writer, &context)?;
+                            continue;
+                        }
+                        // The watchdog and debug mode see the handle the event stands for.
+                        let handle =
+                            StreamTransport::io_handle(&transport, slf, writer, context.unbind())?;
+                        handles::untrack(handle.bind(py).as_any());
+                        handle
+                    }
                 };
                 let handle = handle.into_bound(py);
                 if handle.get().is_cancelled() {
@@ -529,7 +676,7 @@ impl LoopCore {
             if stats.sample_now() {
                 handle.get().set_queued_at(now);
             }
-            ready.push_back(handle);
+            ready.push_back(Ready::Call(handle));
         }
         Ok(())
     }
@@ -557,24 +704,25 @@ impl LoopCore {
         writer: bool,
     ) -> PyResult<Py<Handle>> {
         let fd = fileobj_to_fd(fileobj)?;
-        Self::set_fd_callback(slf, fd, callback, args, writer, false)
-    }
-
-    fn set_fd_callback(
-        slf: &Bound<'_, Self>,
-        fd: RawFd,
-        callback: &Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        writer: bool,
-        drains: bool,
-    ) -> PyResult<Py<Handle>> {
-        let this = slf.get();
-        this.check_closed()?;
+        slf.get().check_closed()?;
         let handle = Py::new(
             slf.py(),
             Self::new_handle(slf, callback, args, None, TRACE_DEPTH)?,
         )?;
         let result = handle.clone_ref(slf.py());
+        Self::set_fd_watcher(slf, fd, Watcher::Call(handle), writer, false)?;
+        Ok(result)
+    }
+
+    fn set_fd_watcher(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        watcher: Watcher,
+        writer: bool,
+        drains: bool,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        this.check_closed()?;
         let old = {
             let mut fds = this.fds.try_mut()?;
             let entry = fds.entry(fd).or_default();
@@ -584,7 +732,7 @@ impl LoopCore {
             } else {
                 &mut entry.reader
             };
-            let old = slot.replace(handle);
+            let old = slot.replace(watcher);
             if let Err(e) = this.poller.set_interest(fd, entry.mask(), entry.registered) {
                 // Undo: the fd cannot be watched (e.g. a regular file: EPERM).
                 let slot = if writer {
@@ -604,10 +752,10 @@ impl LoopCore {
             entry.registered = true;
             old
         };
-        if let Some(old) = old {
+        if let Some(Watcher::Call(old)) = old {
             Handle::cancel_base(old.bind(slf.py()))?;
         }
-        Ok(result)
+        Ok(())
     }
 
     fn unset_reader_or_writer(
@@ -650,7 +798,7 @@ impl LoopCore {
             }
             old
         };
-        if let Some(old) = old {
+        if let Some(Watcher::Call(old)) = old {
             Handle::cancel_base(old.bind(slf.py()))?;
         }
         Ok(true)
@@ -680,7 +828,7 @@ impl LoopCore {
             timers: GilCell::new(TimerHeap::default()),
             poller,
             waker: GilCell::new(Some(waker)),
-            fds: GilCell::new(HashMap::new()),
+            fds: GilCell::new(FdMap::default()),
             rearm: GilCell::new(Vec::new()),
             signals: GilCell::new(SignalTable::default()),
             stopping: AtomicBool::new(false),
@@ -895,8 +1043,8 @@ impl LoopCore {
         for h in &timers {
             handles::release(h.bind(py).as_any());
         }
-        for h in &ready {
-            handles::release(h.bind(py).as_any());
+        for r in &ready {
+            r.release(py);
         }
         drop((timers, ready, fds, signals, waker, deadline));
         Ok(())
@@ -1036,6 +1184,24 @@ impl LoopCore {
         Ok(())
     }
 
+    /// The transports that claimed an fd and are still alive (for `Server.close_clients`).
+    fn _claimed_transports(&self, py: Python<'_>) -> PyResult<Vec<PyObject>> {
+        let weak: Vec<PyObject> = self
+            .transport_fds
+            .try_ref()?
+            .values()
+            .map(|w| w.clone_ref(py))
+            .collect();
+        let mut alive = Vec::with_capacity(weak.len());
+        for w in weak {
+            let t = w.bind(py).call0()?;
+            if !t.is_none() {
+                alive.push(t.unbind());
+            }
+        }
+        Ok(alive)
+    }
+
     /// Watch the read end of the `signal.set_wakeup_fd` socket (or stop, with -1).
     fn _set_signal_fd(&self, fd: RawFd) -> PyResult<()> {
         self.check_closed()?;
@@ -1083,8 +1249,8 @@ impl LoopCore {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(ready) = self.ready.peek() {
-            for h in ready.iter() {
-                visit.call(h)?;
+            for r in ready.iter() {
+                r.visit(&visit)?;
             }
         }
         if let Some(timers) = self.timers.peek() {
@@ -1093,12 +1259,15 @@ impl LoopCore {
             }
         }
         if let Some(fds) = self.fds.peek() {
-            for e in fds.values() {
-                if let Some(h) = &e.reader {
-                    visit.call(h)?;
-                }
-                if let Some(h) = &e.writer {
-                    visit.call(h)?;
+            for w in fds.values().flat_map(|e| [&e.reader, &e.writer]).flatten() {
+                match w {
+                    Watcher::Call(h) => visit.call(h)?,
+                    Watcher::Transport {
+                        transport, context, ..
+                    } => {
+                        visit.call(transport)?;
+                        visit.call(context)?;
+                    }
                 }
             }
         }
@@ -1148,8 +1317,8 @@ impl LoopCore {
         for h in &timers {
             handles::release(h.bind(py).as_any());
         }
-        for h in &ready {
-            handles::release(h.bind(py).as_any());
+        for r in &ready {
+            r.release(py);
         }
         drop((ready, timers, fds, signals));
     }

@@ -7,6 +7,7 @@ mod handles;
 mod helpers;
 mod poll;
 mod signals;
+mod sockaddr;
 mod stats;
 mod stream;
 mod timers;

@@ -11,16 +11,21 @@
 use std::os::fd::RawFd;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
 use crate::event_loop::LoopCore;
+use crate::handles::Handle;
+use crate::helpers;
+use crate::sockaddr::Addr;
 use crate::transport::{
-    log_fatal_os_error, logger, loop_core, must_propagate, notify_flow, report, with_read_buf,
-    FlowChange, FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
+    log_fatal_os_error, logger, loop_core, loop_object, must_propagate, new_bytes, notify_flow,
+    recycle_bytes, report, with_read_buf, FlowChange, FlowControl,
+    LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
 };
 use crate::wbuf::{is_retry, os_error, send_once, ByteView, Sink, WriteQueue};
 
@@ -38,6 +43,71 @@ fn is_buffered(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
     protocol.is_instance(cls.bind(py))
 }
 
+static TRANSPORT_SOCKET: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+
+/// The extra info of an IPv4 socket, kept compact: `socket` is made when asked for, and
+/// the addresses were taken at construction, as stock.
+struct LazyExtra {
+    sockname: Addr,
+    peername: Addr,
+    /// The caller gave `peername` (accept): it comes first in the dict, as stock.
+    peer_first: bool,
+}
+
+impl LazyExtra {
+    /// `given`: the extra the caller passed (at most `peername`).
+    fn new(
+        sock: &Bound<'_, PyAny>,
+        fd: RawFd,
+        given: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let eager = |method: &str| match sock.call_method0(method) {
+            Ok(v) => Ok(Addr::Obj(v.unbind())),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyOSError>(sock.py()) => {
+                Ok(Addr::Missing)
+            }
+            Err(e) => Err(e),
+        };
+        let sockname = match Addr::query(fd, false) {
+            Some(a) => a,
+            None => eager("getsockname")?,
+        };
+        let given = match given {
+            Some(d) => d.get_item("peername")?,
+            None => None,
+        };
+        let peer_first = given.is_some();
+        let peername = match (given, Addr::query(fd, true)) {
+            // The address accept() returned: the same as getpeername() gives.
+            (Some(v), Some(a @ Addr::V4(..))) if v.is_instance_of::<PyTuple>() => a,
+            (Some(v), _) => Addr::Obj(v.unbind()),
+            (None, Some(a)) => a,
+            (None, None) => eager("getpeername")?,
+        };
+        Ok(LazyExtra {
+            sockname,
+            peername,
+            peer_first,
+        })
+    }
+
+    fn build<'py>(&self, py: Python<'py>, sock: Option<&PyObject>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        if self.peer_first {
+            d.set_item("peername", self.peername.value(py)?)?;
+        }
+        if let Some(sock) = sock {
+            let cls = TRANSPORT_SOCKET.import(py, "asyncio.trsock", "TransportSocket")?;
+            d.set_item("socket", cls.call1((sock,))?)?;
+        }
+        d.set_item("sockname", self.sockname.value(py)?)?;
+        if !self.peer_first {
+            d.set_item("peername", self.peername.value(py)?)?;
+        }
+        Ok(d)
+    }
+}
+
 /// What kind of fd the transport drives.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -49,11 +119,13 @@ enum Kind {
 }
 
 struct State {
-    loop_: Option<PyObject>,
+    loop_: Option<Py<LoopCore>>,
     sock: Option<PyObject>,
     protocol: Option<PyObject>,
     server: Option<PyObject>,
     extra: Option<Py<PyDict>>,
+    /// A TCP socket's extra info until someone asks for it (then `extra`).
+    lazy: Option<LazyExtra>,
     empty_waiter: Option<PyObject>,
     buffered: bool,
     protocol_connected: bool,
@@ -63,6 +135,9 @@ struct State {
     eof: bool,
     reading: bool,
     writing: bool,
+    /// Bumped by each start of watching: tells a queued event of an earlier watch.
+    read_gen: u32,
+    write_gen: u32,
     flow: FlowControl,
     wbuf: WriteQueue,
 }
@@ -83,44 +158,144 @@ impl StreamTransport {
         }
     }
 
+    /// The extra info dict, built now if it was kept compact.
+    fn extra_dict<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let built = {
+            let st = self.st.try_ref()?;
+            if let Some(e) = &st.extra {
+                return Ok(Some(e.bind(py).clone()));
+            }
+            match &st.lazy {
+                None => return Ok(None),
+                Some(lazy) => lazy.build(py, st.sock.as_ref())?,
+            }
+        };
+        let mut st = self.st.try_mut()?;
+        st.lazy = None;
+        st.extra = Some(built.clone().unbind());
+        Ok(Some(built))
+    }
+
     fn core<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, LoopCore>> {
         loop_core(py, &self.st.try_ref()?.loop_)
     }
 
     fn set_reading(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let mut st = this.st.try_mut()?;
-        if st.reading == on {
-            return Ok(());
-        }
-        let core = loop_core(py, &st.loop_)?;
-        st.reading = on;
-        drop(st);
-        if on {
-            let cb = slf.getattr(intern!(py, "_read_ready"))?;
-            LoopCore::watch_fd(&core, this.fd, &cb, false, true)
-        } else {
-            LoopCore::unwatch_fd(&core, this.fd, false)
-        }
+        Self::set_watching(slf, false, on)
     }
 
     fn set_writing(slf: &Bound<'_, Self>, on: bool) -> PyResult<()> {
-        let py = slf.py();
+        Self::set_watching(slf, true, on)
+    }
+
+    /// Start or stop watching the fd for readability (or writability). The loop calls
+    /// the handler natively; in debug mode through a handle, as stock (which records
+    /// where it was created).
+    fn set_watching(slf: &Bound<'_, Self>, writer: bool, on: bool) -> PyResult<()> {
         let this = slf.get();
-        let mut st = this.st.try_mut()?;
-        if st.writing == on {
+        let mut guard = this.st.try_mut()?;
+        let st = &mut *guard;
+        let (flag, gen) = if writer {
+            (&mut st.writing, &mut st.write_gen)
+        } else {
+            (&mut st.reading, &mut st.read_gen)
+        };
+        if *flag == on {
             return Ok(());
         }
-        let core = loop_core(py, &st.loop_)?;
-        st.writing = on;
-        drop(st);
-        if on {
-            let cb = slf.getattr(intern!(py, "_write_ready"))?;
-            LoopCore::watch_fd(&core, this.fd, &cb, true, true)
+        *flag = on;
+        *gen = gen.wrapping_add(on as u32);
+        let gen = *gen;
+        let core = loop_core(slf.py(), &st.loop_)?;
+        drop(guard);
+        if !on {
+            LoopCore::unwatch_fd(&core, this.fd, writer)
+        } else if core.get().debug() {
+            let cb = slf.getattr(Self::handler_name(slf.py(), writer))?;
+            LoopCore::watch_fd(&core, this.fd, &cb, writer, true)
         } else {
-            LoopCore::unwatch_fd(&core, this.fd, true)
+            LoopCore::watch_transport(&core, this.fd, slf, writer, gen)
         }
+    }
+
+    fn handler_name(py: Python<'_>, writer: bool) -> &Bound<'_, PyString> {
+        if writer {
+            intern!(py, "_write_ready")
+        } else {
+            intern!(py, "_read_ready")
+        }
+    }
+
+    /// Whether a queued event of watch `gen` is still wanted (the loop's counterpart of
+    /// a cancelled handle).
+    #[inline]
+    pub fn io_live(&self, writer: bool, gen: u32) -> bool {
+        match self.st.try_ref() {
+            Ok(st) if writer => st.writing && st.write_gen == gen,
+            Ok(st) => st.reading && st.read_gen == gen,
+            Err(_) => false,
+        }
+    }
+
+    /// Run the read (or write) handler in `context`, as the handle of the event would:
+    /// only `SystemExit`/`KeyboardInterrupt` come back as `Err`, any other exception goes
+    /// to the loop's exception handler.
+    pub fn run_io(
+        slf: &Bound<'_, Self>,
+        core: &Bound<'_, LoopCore>,
+        writer: bool,
+        context: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let result = if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
+            Err(PyErr::fetch(py))
+        } else {
+            let r = if writer {
+                Self::flush(slf)
+            } else {
+                Self::read_ready(slf)
+            };
+            unsafe { ffi::PyContext_Exit(context.as_ptr()) };
+            r
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if must_propagate(py, &e) => Err(e),
+            Err(e) => {
+                let handle = Self::io_handle(slf, core, writer, context.clone().unbind())?;
+                let cb = slf.getattr(Self::handler_name(py, writer))?;
+                let source = helpers::get(py)?
+                    .format_callback_source
+                    .call1(py, (cb, PyTuple::empty(py), core.get().debug()))?;
+                let ctx = PyDict::new(py);
+                ctx.set_item("message", format!("Exception in callback {source}"))?;
+                ctx.set_item("exception", e.value(py))?;
+                ctx.set_item("handle", handle)?;
+                core.call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The handle an event stands for (`<Handle TCPTransport._read_ready()>`), for
+    /// reports and the watchdog.
+    pub fn io_handle(
+        slf: &Bound<'_, Self>,
+        core: &Bound<'_, LoopCore>,
+        writer: bool,
+        context: PyObject,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let cb = slf.getattr(Self::handler_name(py, writer))?;
+        let handle = Handle::make(
+            py,
+            cb.unbind(),
+            PyTuple::empty(py).unbind(),
+            Some(context),
+            core.clone().unbind(),
+            None,
+        )?;
+        Py::new(py, handle)
     }
 
     fn call_soon(slf: &Bound<'_, Self>, method: &Bound<'_, PyAny>, arg: PyObject) -> PyResult<()> {
@@ -172,7 +347,7 @@ impl StreamTransport {
     fn links(&self, py: Python<'_>) -> PyResult<(Option<PyObject>, Option<PyObject>)> {
         let st = self.st.try_ref()?;
         Ok((
-            st.loop_.as_ref().map(|l| l.clone_ref(py)),
+            loop_object(py, &st.loop_),
             st.protocol.as_ref().map(|p| p.clone_ref(py)),
         ))
     }
@@ -234,7 +409,41 @@ impl StreamTransport {
         }
     }
 
-    fn read_data(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let (protocol, buffered, core) = {
+            let st = this.st.try_ref()?;
+            if st.conn_lost > 0 {
+                return Ok(());
+            }
+            let Some(p) = st.protocol.as_ref() else {
+                return Ok(());
+            };
+            let core = st.loop_.as_ref().map(|l| l.bind(py).clone());
+            (p.bind(py).clone(), st.buffered, core)
+        };
+        if this.kind == Kind::WritePipe {
+            // The reader closed its end: nothing more can be written.
+            let err = pyo3::exceptions::PyBrokenPipeError::new_err(());
+            let had_buffer = !this.st.try_ref()?.wbuf.is_empty();
+            if had_buffer {
+                return Self::force_close(slf, Some(err.into_value(py).into_any()));
+            }
+            return Self::close_impl(slf);
+        }
+        if buffered {
+            Self::read_buffered(slf, &protocol)
+        } else {
+            Self::read_data(slf, &protocol, core)
+        }
+    }
+
+    fn read_data(
+        slf: &Bound<'_, Self>,
+        protocol: &Bound<'_, PyAny>,
+        core: Option<Bound<'_, LoopCore>>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let result = with_read_buf(|buf| {
@@ -243,7 +452,7 @@ impl StreamTransport {
             if n < 0 {
                 Err(std::io::Error::last_os_error())
             } else {
-                Ok(PyBytes::new(py, &buf[..n as usize]))
+                Ok(new_bytes(py, &buf[..n as usize]))
             }
         })?;
         match result {
@@ -252,16 +461,21 @@ impl StreamTransport {
             Ok(data) if data.as_bytes().is_empty() => Self::on_eof(slf, protocol),
             Ok(data) => {
                 let n = data.as_bytes().len();
-                if let Ok(core) = this.core(py) {
+                if let Some(core) = core {
                     core.get().note_io(n, 0);
                     if n == MAX_READ {
                         // Maybe more to read: have the poll report the fd again.
                         core.get().rearm_fd(this.fd)?;
                     }
                 }
-                let r = protocol.call_method1(intern!(py, "data_received"), (data,));
-                Self::protocol_call(slf, r, "Fatal error: protocol.data_received() call failed.")
-                    .map(drop)
+                let r = protocol.call_method1(intern!(py, "data_received"), (&data,));
+                let r = Self::protocol_call(
+                    slf,
+                    r,
+                    "Fatal error: protocol.data_received() call failed.",
+                );
+                recycle_bytes(data);
+                r.map(drop)
             }
         }
     }
@@ -546,6 +760,8 @@ impl StreamTransport {
                 .map(drop),
             _ => Ok(()),
         };
+        // The socket goes away below: what the extra info needs of it is taken first.
+        this.extra_dict(py)?;
         let (sock, server, waiter, lp) = {
             let mut st = this.st.try_mut()?;
             st.protocol = None;
@@ -585,7 +801,8 @@ impl StreamTransport {
     /// `kind`: 0 socket, 1 read pipe, 2 write pipe. The Python subclass finishes the
     /// set-up (extra info, `connection_made`, the waiter).
     #[new]
-    #[pyo3(signature = (loop_, sock, protocol, kind=0, extra=None, server=None))]
+    #[pyo3(signature = (loop_, sock, protocol, kind=0, extra=None, server=None, lazy_extra=false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         loop_: &Bound<'_, PyAny>,
@@ -594,6 +811,7 @@ impl StreamTransport {
         kind: u8,
         extra: Option<Bound<'_, PyDict>>,
         server: Option<PyObject>,
+        lazy_extra: bool,
     ) -> PyResult<Self> {
         let core = loop_.downcast::<LoopCore>()?;
         let fd: RawFd = sock.call_method0("fileno")?.extract()?;
@@ -604,16 +822,25 @@ impl StreamTransport {
             _ => return Err(PyValueError::new_err("bad transport kind")),
         };
         let buffered = is_buffered(protocol)?;
+        let (extra, lazy) = if lazy_extra {
+            (None, Some(LazyExtra::new(sock, fd, extra.as_ref())?))
+        } else {
+            (
+                Some(extra.unwrap_or_else(|| PyDict::new(py)).unbind()),
+                None,
+            )
+        };
         core.get().note_transport(1);
         Ok(StreamTransport {
             fd,
             kind,
             st: GilCell::new(State {
-                loop_: Some(loop_.clone().unbind()),
+                loop_: Some(core.clone().unbind()),
                 sock: Some(sock.clone().unbind()),
                 protocol: Some(protocol.clone().unbind()),
                 server: server.filter(|s| !s.is_none(py)),
-                extra: Some(extra.unwrap_or_else(|| PyDict::new(py)).unbind()),
+                extra,
+                lazy,
                 empty_waiter: None,
                 buffered,
                 protocol_connected: true,
@@ -623,6 +850,8 @@ impl StreamTransport {
                 eof: false,
                 reading: false,
                 writing: false,
+                read_gen: 0,
+                write_gen: 0,
                 flow: FlowControl::default(),
                 wbuf: WriteQueue::default(),
             }),
@@ -645,32 +874,7 @@ impl StreamTransport {
     }
 
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let (protocol, buffered) = {
-            let st = this.st.try_ref()?;
-            if st.conn_lost > 0 {
-                return Ok(());
-            }
-            let Some(p) = st.protocol.as_ref() else {
-                return Ok(());
-            };
-            (p.clone_ref(py), st.buffered)
-        };
-        if this.kind == Kind::WritePipe {
-            // The reader closed its end: nothing more can be written.
-            let err = pyo3::exceptions::PyBrokenPipeError::new_err(());
-            let had_buffer = !this.st.try_ref()?.wbuf.is_empty();
-            if had_buffer {
-                return Self::force_close(slf, Some(err.into_value(py).into_any()));
-            }
-            return Self::close_impl(slf);
-        }
-        if buffered {
-            Self::read_buffered(slf, protocol.bind(py))
-        } else {
-            Self::read_data(slf, protocol.bind(py))
-        }
+        Self::read_ready(slf)
     }
 
     fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -898,9 +1102,8 @@ impl StreamTransport {
         name: &Bound<'_, PyAny>,
         default: Option<PyObject>,
     ) -> PyResult<PyObject> {
-        let st = self.st.try_ref()?;
-        if let Some(extra) = &st.extra {
-            if let Some(v) = extra.bind(py).get_item(name)? {
+        if let Some(extra) = self.extra_dict(py)? {
+            if let Some(v) = extra.get_item(name)? {
                 return Ok(v.unbind());
             }
         }
@@ -909,7 +1112,7 @@ impl StreamTransport {
 
     #[getter]
     fn _extra(&self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
-        Ok(self.st.try_ref()?.extra.as_ref().map(|e| e.clone_ref(py)))
+        Ok(self.extra_dict(py)?.map(Bound::unbind))
     }
 
     fn get_write_buffer_size(&self) -> PyResult<usize> {
@@ -970,7 +1173,7 @@ impl StreamTransport {
 
     #[getter]
     fn _loop(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
-        Ok(self.st.try_ref()?.loop_.as_ref().map(|s| s.clone_ref(py)))
+        Ok(loop_object(py, &self.st.try_ref()?.loop_))
     }
 
     #[getter]
@@ -1021,20 +1224,24 @@ impl StreamTransport {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(st) = self.st.peek() {
-            for o in [
-                &st.loop_,
-                &st.sock,
-                &st.protocol,
-                &st.server,
-                &st.empty_waiter,
-            ]
-            .into_iter()
-            .flatten()
+            if let Some(l) = &st.loop_ {
+                visit.call(l)?;
+            }
+            for o in [&st.sock, &st.protocol, &st.server, &st.empty_waiter]
+                .into_iter()
+                .flatten()
             {
                 visit.call(o)?;
             }
             if let Some(e) = &st.extra {
                 visit.call(e)?;
+            }
+            if let Some(lazy) = &st.lazy {
+                for a in [&lazy.sockname, &lazy.peername] {
+                    if let Addr::Obj(o) = a {
+                        visit.call(o)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -1048,6 +1255,7 @@ impl StreamTransport {
                 st.server.take(),
                 st.empty_waiter.take(),
                 st.extra.take(),
+                st.lazy.take(),
             ),
             Err(_) => return,
         };

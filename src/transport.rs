@@ -3,9 +3,10 @@
 //! (the water marks and `pause_writing`/`resume_writing`), as the stock transports do.
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 use pyo3::{intern, IntoPyObjectExt};
 
 use crate::cell::GilCell;
@@ -31,6 +32,47 @@ pub fn with_read_buf<T>(f: impl FnOnce(&mut [u8]) -> T) -> PyResult<T> {
     Ok(f(&mut buf[..MAX_READ]))
 }
 
+/// A `bytes` that the last `data_received` left unreferenced: the next read of the same
+/// length refills it instead of allocating one more (a malloc and a free per read).
+static SPARE: GilCell<Option<Py<PyBytes>>> = GilCell::new(None);
+
+/// `bytes(src)`, reusing the spare when it has the length and nobody else holds it.
+pub fn new_bytes<'py>(py: Python<'py>, src: &[u8]) -> Bound<'py, PyBytes> {
+    if let Ok(mut spare) = SPARE.try_mut() {
+        let fits = spare.as_ref().is_some_and(|b| {
+            let p = b.as_ptr();
+            unsafe { ffi::Py_SIZE(p) as usize == src.len() && ffi::Py_REFCNT(p) == 1 }
+        });
+        if let Some(b) = spare.take_if(|_| fits) {
+            let p = b.as_ptr();
+            // SAFETY: we hold the only reference, so no one sees the contents change;
+            // the hash cache is reset as for a new object.
+            unsafe {
+                #[allow(deprecated)]
+                {
+                    (*p.cast::<ffi::PyBytesObject>()).ob_shash = -1;
+                }
+                let dst = ffi::PyBytes_AS_STRING(p) as *mut u8;
+                std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
+            }
+            return b.into_bound(py);
+        }
+    }
+    PyBytes::new(py, src)
+}
+
+/// `data` was delivered: keep it as the spare if no one else holds it.
+pub fn recycle_bytes(data: Bound<'_, PyBytes>) {
+    let p = data.as_ptr();
+    if unsafe { ffi::Py_REFCNT(p) } == 1 && unsafe { ffi::Py_SIZE(p) } > 1 {
+        if let Ok(mut spare) = SPARE.try_mut() {
+            let old = spare.replace(data.unbind());
+            drop(spare);
+            drop(old);
+        }
+    }
+}
+
 static LOGGER: GILOnceCell<PyObject> = GILOnceCell::new();
 
 /// asyncio's logger, which the stock transports log through.
@@ -48,11 +90,20 @@ pub fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
 }
 
 /// The loop core of a transport's loop (None once the transport has finished).
-pub fn loop_core<'py>(py: Python<'py>, lp: &Option<PyObject>) -> PyResult<Bound<'py, LoopCore>> {
+#[inline]
+pub fn loop_core<'py>(
+    py: Python<'py>,
+    lp: &Option<Py<LoopCore>>,
+) -> PyResult<Bound<'py, LoopCore>> {
     match lp {
-        Some(l) => Ok(l.bind(py).downcast::<LoopCore>()?.clone()),
+        Some(l) => Ok(l.bind(py).clone()),
         None => Err(PyRuntimeError::new_err("the transport is closed")),
     }
+}
+
+/// The loop object, for Python (None once the transport has finished).
+pub fn loop_object(py: Python<'_>, lp: &Option<Py<LoopCore>>) -> Option<PyObject> {
+    lp.as_ref().map(|l| l.clone_ref(py).into_any())
 }
 
 /// `loop.call_exception_handler({message, exception, transport, protocol})`.

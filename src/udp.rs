@@ -25,8 +25,8 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::cell::GilCell;
 use crate::event_loop::LoopCore;
 use crate::transport::{
-    log_fatal_os_error, logger, loop_core, must_propagate, notify_flow, report, with_read_buf,
-    FlowChange, FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
+    log_fatal_os_error, logger, loop_core, loop_object, must_propagate, notify_flow, report,
+    with_read_buf, FlowChange, FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
 };
 use crate::wbuf::{is_retry, os_error, ByteView};
 
@@ -216,7 +216,7 @@ struct Queued {
 }
 
 struct State {
-    loop_: Option<PyObject>,
+    loop_: Option<Py<LoopCore>>,
     sock: Option<PyObject>,
     protocol: Option<PyObject>,
     extra: Option<Py<PyDict>>,
@@ -507,7 +507,7 @@ impl DatagramTransport {
     fn links(&self, py: Python<'_>) -> PyResult<(Option<PyObject>, Option<PyObject>)> {
         let st = self.st.try_ref()?;
         Ok((
-            st.loop_.as_ref().map(|l| l.clone_ref(py)),
+            loop_object(py, &st.loop_),
             st.protocol.as_ref().map(|p| p.clone_ref(py)),
         ))
     }
@@ -573,7 +573,7 @@ impl DatagramTransport {
             connected,
             py313: py.version_info() >= (3, 13),
             st: GilCell::new(State {
-                loop_: Some(loop_.clone().unbind()),
+                loop_: Some(core.clone().unbind()),
                 sock: Some(sock.clone().unbind()),
                 protocol: Some(protocol.clone().unbind()),
                 extra: Some(extra.unwrap_or_else(|| PyDict::new(py)).unbind()),
@@ -914,7 +914,7 @@ impl DatagramTransport {
 
     #[getter]
     fn _loop(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
-        Ok(self.st.try_ref()?.loop_.as_ref().map(|s| s.clone_ref(py)))
+        Ok(loop_object(py, &self.st.try_ref()?.loop_))
     }
 
     #[getter]
@@ -960,10 +960,10 @@ impl DatagramTransport {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(st) = self.st.peek() {
-            for o in [&st.loop_, &st.sock, &st.protocol, &st.address]
-                .into_iter()
-                .flatten()
-            {
+            if let Some(l) = &st.loop_ {
+                visit.call(l)?;
+            }
+            for o in [&st.sock, &st.protocol, &st.address].into_iter().flatten() {
                 visit.call(o)?;
             }
             if let Some(e) = &st.extra {

@@ -20,11 +20,24 @@ const IOV_MAX: usize = 1024;
 /// A contiguous read-only view of a bytes-like object (released on drop).
 pub struct ByteView {
     view: ffi::Py_buffer,
+    /// Whether the view came from the buffer protocol and must be released (an exact
+    /// `bytes` is read in place).
+    held: bool,
 }
 
 impl ByteView {
     /// The bytes of `obj`, or the stock `TypeError` for what is not bytes-like.
     pub fn new(obj: &Bound<'_, PyAny>) -> PyResult<ByteView> {
+        if unsafe { ffi::PyBytes_CheckExact(obj.as_ptr()) } != 0 {
+            // SAFETY: an all-zero Py_buffer is a valid (empty) value; `obj` outlives
+            // the view, as with a buffer-protocol view.
+            let mut view: ffi::Py_buffer = unsafe { std::mem::zeroed() };
+            unsafe {
+                view.buf = ffi::PyBytes_AS_STRING(obj.as_ptr()) as *mut _;
+                view.len = ffi::Py_SIZE(obj.as_ptr());
+            }
+            return Ok(ByteView { view, held: false });
+        }
         if unsafe { ffi::PyObject_CheckBuffer(obj.as_ptr()) } == 0 {
             return Err(PyTypeError::new_err(format!(
                 "data argument must be a bytes-like object, not '{}'",
@@ -47,6 +60,7 @@ impl ByteView {
         }
         Ok(ByteView {
             view: unsafe { view.assume_init() },
+            held: true,
         })
     }
 
@@ -64,7 +78,9 @@ impl ByteView {
 
 impl Drop for ByteView {
     fn drop(&mut self) {
-        unsafe { ffi::PyBuffer_Release(&mut self.view) };
+        if self.held {
+            unsafe { ffi::PyBuffer_Release(&mut self.view) };
+        }
     }
 }
 

@@ -9,7 +9,6 @@ The accept loop itself is the loop's (`NetMethods._accept_connections`).
 from __future__ import annotations
 
 import sys
-import weakref
 from asyncio import events, exceptions, tasks, trsock
 
 _PY312 = sys.version_info >= (3, 12)
@@ -28,7 +27,6 @@ class Server(events.AbstractServer):
     ):
         self._loop = loop
         self._sockets = sockets
-        self._clients = weakref.WeakSet()
         self._active_count = 0
         self._waiters = []
         self._protocol_factory = protocol_factory
@@ -44,13 +42,9 @@ class Server(events.AbstractServer):
 
     def _attach(self, transport=None) -> None:
         self._active_count += 1
-        if transport is not None:
-            self._clients.add(transport)
 
     def _detach(self, transport=None) -> None:
         self._active_count -= 1
-        if transport is not None:
-            self._clients.discard(transport)
         if self._active_count == 0 and self._sockets is None:
             self._wakeup()
 
@@ -107,12 +101,17 @@ class Server(events.AbstractServer):
     if sys.version_info >= (3, 13):
 
         def close_clients(self) -> None:
-            for transport in self._clients.copy():
+            for transport in self._clients():
                 transport.close()
 
         def abort_clients(self) -> None:
-            for transport in self._clients.copy():
+            for transport in self._clients():
                 transport.abort()
+
+    def _clients(self) -> list:
+        # The open connections: the loop's transports that name this server until they
+        # finish (the loop tracks them already; no per-connection entry here).
+        return [t for t in self._loop._claimed_transports() if getattr(t, "_server", None) is self]
 
     async def start_serving(self) -> None:
         self._start_serving()

@@ -128,14 +128,18 @@ def socket_extra(sock, extra=None) -> dict:
 
 def make_socket_transport(loop, sock, protocol, waiter=None, extra=None, server=None):
     """A transport over a connected stream socket, started as the stock loop starts it."""
-    extra = socket_extra(sock, extra)
+    # An IPv4 socket's extra info is kept compact in the transport (the addresses taken
+    # now, the dict made when asked for): most connections never ask.
+    lazy = sock.family == socket.AF_INET and (not extra or extra.keys() == {"peername"})
+    if not lazy:
+        extra = socket_extra(sock, extra)
     if sock.family in _INET:
         cls = TCPTransport
         if sock.type == socket.SOCK_STREAM and sock.proto == socket.IPPROTO_TCP:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     else:
         cls = UnixTransport
-    transport = cls(loop, sock, protocol, _SOCKET, extra, server)
+    transport = cls(loop, sock, protocol, _SOCKET, extra, server, lazy)
     _start(loop, transport, protocol, waiter, server)
     return transport
 
