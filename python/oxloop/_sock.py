@@ -3,6 +3,8 @@
 Each tries the system call at once and only on EAGAIN waits for readiness through a
 reader or writer on the loop, removed again when the future finishes (by success, error
 or cancellation). Semantics, checks and messages follow the stock selector loop.
+`sock_recv` and `sock_sendall` on a plain non-blocking `socket.socket` (with `bytes` to
+send) do all of that in Rust (`src/sock.rs`) and fall back to the code here otherwise.
 """
 
 from __future__ import annotations
