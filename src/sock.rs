@@ -20,7 +20,7 @@ use pyo3::{ffi, intern, PyTraverseError, PyVisit};
 use crate::cell::GilCell;
 use crate::event_loop::LoopCore;
 use crate::handles::Handle;
-use crate::transport::must_propagate;
+use crate::transport::{must_propagate, with_read_buf, MAX_READ};
 use crate::wbuf::os_error;
 
 static SOCKET_TYPE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
@@ -61,9 +61,12 @@ enum Outcome<T> {
 
 /// Run `call` until it is not interrupted (running signal handlers in between, as the
 /// socket methods do); a would-block is `WouldBlock`, any other error the Python one.
-fn retry_eintr(py: Python<'_>, mut call: impl FnMut() -> isize) -> PyResult<Outcome<usize>> {
+fn retry_eintr(
+    py: Python<'_>,
+    mut call: impl FnMut() -> PyResult<isize>,
+) -> PyResult<Outcome<usize>> {
     loop {
-        let n = call();
+        let n = call()?;
         if n >= 0 {
             return Ok(Outcome::Done(n as usize));
         }
@@ -76,8 +79,31 @@ fn retry_eintr(py: Python<'_>, mut call: impl FnMut() -> isize) -> PyResult<Outc
     }
 }
 
-/// `sock.recv(n)` on a plain socket: a new `bytes` of what arrived.
+/// `sock.recv(n)` on a plain socket: a new `bytes` of what arrived. Up to `MAX_READ`
+/// bytes are read into the shared read buffer and copied out (no large allocation that
+/// a would-block throws away, none to shrink).
 fn recv_once<'py>(py: Python<'py>, fd: RawFd, n: usize) -> PyResult<Outcome<Bound<'py, PyAny>>> {
+    if n > MAX_READ {
+        return recv_fresh(py, fd, n);
+    }
+    let mut data = None;
+    let outcome = retry_eintr(py, || {
+        with_read_buf(|buf| {
+            let got = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, n, 0) };
+            if got >= 0 {
+                data = Some(PyBytes::new(py, &buf[..got as usize]));
+            }
+            got
+        })
+    })?;
+    Ok(match (outcome, data) {
+        (Outcome::Done(_), Some(data)) => Outcome::Done(data.into_any()),
+        _ => Outcome::WouldBlock,
+    })
+}
+
+/// `recv_once` for more than `MAX_READ` bytes: into a new `bytes` of n, then shrunk.
+fn recv_fresh<'py>(py: Python<'py>, fd: RawFd, n: usize) -> PyResult<Outcome<Bound<'py, PyAny>>> {
     // SAFETY: a fresh bytes object of n bytes is ours to fill until it is shared; it is
     // shrunk to what arrived, or released on a would-block or an error.
     unsafe {
@@ -86,7 +112,7 @@ fn recv_once<'py>(py: Python<'py>, fd: RawFd, n: usize) -> PyResult<Outcome<Boun
             return Err(PyErr::fetch(py));
         }
         let buf = ffi::PyBytes_AsString(obj) as *mut libc::c_void;
-        let got = match retry_eintr(py, || libc::recv(fd, buf, n, 0)) {
+        let got = match retry_eintr(py, || Ok(libc::recv(fd, buf, n, 0))) {
             Ok(Outcome::Done(got)) => got,
             other => {
                 ffi::Py_DECREF(obj);
@@ -103,7 +129,12 @@ fn recv_once<'py>(py: Python<'py>, fd: RawFd, n: usize) -> PyResult<Outcome<Boun
 /// One `sock.send(data)` (flags 0, as the socket method).
 fn send_once(py: Python<'_>, fd: RawFd, data: &[u8]) -> PyResult<Outcome<usize>> {
     retry_eintr(py, || unsafe {
-        libc::send(fd, data.as_ptr() as *const libc::c_void, data.len(), 0)
+        Ok(libc::send(
+            fd,
+            data.as_ptr() as *const libc::c_void,
+            data.len(),
+            0,
+        ))
     })
 }
 

@@ -214,3 +214,21 @@ def test_pending_sock_recv_is_collected_after_close(any_loop, pair):
     del task
     gc.collect()
     assert ref() is None
+
+
+@pytest.mark.parametrize("n", [1 << 10, 1 << 20])  # below and above oxloop's read buffer
+def test_sock_recv_sizes_around_the_read_buffer(any_loop, pair, n):
+    a, b = pair
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    payload = bytes(range(256)) * 2048  # 512 KiB
+    sent = b.send(payload)
+
+    async def main():
+        got = b""
+        while len(got) < sent:
+            chunk = await any_loop.sock_recv(a, n)
+            assert 0 < len(chunk) <= n
+            got += chunk
+        return got
+
+    assert run(any_loop, main()) == payload[:sent]
