@@ -7,6 +7,7 @@ mod handles;
 mod helpers;
 mod poll;
 mod signals;
+mod sock;
 mod sockaddr;
 mod stats;
 mod stream;
@@ -26,5 +27,6 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::StreamTransport>()?;
     m.add_class::<udp::DatagramTransport>()?;
     m.add_function(wrap_pyfunction!(helpers::_set_helpers, m)?)?;
+    sock::register(m)?;
     Ok(())
 }

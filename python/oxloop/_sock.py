@@ -3,6 +3,8 @@
 Each tries the system call at once and only on EAGAIN waits for readiness through a
 reader or writer on the loop, removed again when the future finishes (by success, error
 or cancellation). Semantics, checks and messages follow the stock selector loop.
+`sock_recv` and `sock_sendall` on a plain non-blocking `socket.socket` (with `bytes` to
+send) do all of that in Rust (`src/sock.rs`) and fall back to the code here otherwise.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import functools
 import os
 import socket
 from asyncio import exceptions
+
+from ._oxloop import _sock_recv, _sock_sendall
 
 try:
     import ssl
@@ -78,7 +82,13 @@ class SockMethods:
         return await fut
 
     async def sock_recv(self, sock, n):
-        return await self._try_or_wait(sock, False, "recv", n)
+        # Plain non-blocking sockets: the call and any wait in Rust (src/sock.rs).
+        result = _sock_recv(self, sock, n)
+        if result.__class__ is bytes:
+            return result
+        if result is NotImplemented:
+            return await self._try_or_wait(sock, False, "recv", n)
+        return await result
 
     async def sock_recv_into(self, sock, buf):
         return await self._try_or_wait(sock, False, "recv_into", buf)
@@ -90,6 +100,15 @@ class SockMethods:
         return await self._try_or_wait(sock, False, "recvfrom_into", buf, nbytes or len(buf))
 
     async def sock_sendall(self, sock, data):
+        # Plain non-blocking sockets and bytes: the calls and any wait in Rust (src/sock.rs).
+        result = _sock_sendall(self, sock, data)
+        if result is None:
+            return None
+        if result is NotImplemented:
+            return await self._sendall(sock, data)
+        return await result
+
+    async def _sendall(self, sock, data):
         self._sock_checks(sock)
         try:
             sent = sock.send(data)
