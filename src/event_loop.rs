@@ -30,7 +30,7 @@ use crate::signals::SignalTable;
 use crate::stats::Stats;
 use crate::stream::StreamTransport;
 use crate::timers::TimerHeap;
-use crate::watchdog::Watchdog;
+use crate::watchdog::{Running, Watchdog};
 
 /// Caller frames a debug-mode handle records: the stock loop's limit (10) less the two
 /// frames of its own it drops (call_later: one more; add_signal_handler: one fewer).
@@ -567,17 +567,28 @@ impl LoopCore {
                         if !transport.get().io_live(writer, gen) {
                             continue;
                         }
-                        ran += 1;
                         if queued_at > 0.0 {
                             let delay = monotonic() - queued_at;
                             this.stats.try_mut()?.ready_delay.record(delay);
                         }
                         let context = context.into_bound(py);
-                        if !this.watching.load(Ordering::Relaxed) && !this.debug() {
-                            StreamTransport::run_io(&transport, slf, writer, &context)?;
+                        if !this.debug() {
+                            ran += 1;
+                            if this.watching.load(Ordering::Relaxed) {
+                                let running = Running::Io {
+                                    transport: &transport,
+                                    writer,
+                                };
+                                Self::run_watched(this, running, || {
+                                    StreamTransport::run_io(&transport, slf, writer, &context)
+                                })?;
+                            } else {
+                                StreamTransport::run_io(&transport, slf, writer, &context)?;
+                            }
                             continue;
                         }
-                        // The watchdog and debug mode see the handle the event stands for.
+                        // Debug mode sees the handle the event stands for (and counts it
+                        // below).
                         let handle =
                             StreamTransport::io_handle(&transport, slf, writer, context.unbind())?;
                         handles::untrack(handle.bind(py).as_any());
@@ -596,7 +607,13 @@ impl LoopCore {
                     this.stats.try_mut()?.ready_delay.record(delay);
                 }
                 let result = if this.watching.load(Ordering::Relaxed) {
-                    Self::run_watched(this, &handle)
+                    Self::run_watched(this, Running::Call(&handle), || {
+                        if this.debug() {
+                            Self::run_debug(this, &handle)
+                        } else {
+                            Handle::run(&handle)
+                        }
+                    })
                 } else if this.debug() {
                     Self::run_debug(this, &handle)
                 } else {
@@ -611,21 +628,21 @@ impl LoopCore {
         result
     }
 
-    /// Run one callback with the stall watchdog looking on.
-    fn run_watched(this: &LoopCore, handle: &Bound<'_, Handle>) -> PyResult<()> {
+    /// Run one callback (`run`) with the stall watchdog looking on.
+    fn run_watched(
+        this: &LoopCore,
+        running: Running<'_, '_>,
+        run: impl FnOnce() -> PyResult<()>,
+    ) -> PyResult<()> {
         let tid = this.thread_id.load(Ordering::Relaxed);
         if let Some(w) = this.watchdog.try_ref()?.as_ref() {
-            w.begin(handle, tid);
+            w.begin(running, tid);
         }
-        let result = if this.debug() {
-            Self::run_debug(this, handle)
-        } else {
-            Handle::run(handle)
-        };
+        let result = run();
         if let Some(w) = this.watchdog.try_ref()?.as_ref() {
             // A failing report must not stop the loop.
-            if let Err(err) = w.end(handle) {
-                err.write_unraisable(handle.py(), None);
+            if let Err(err) = w.end(running) {
+                err.write_unraisable(running.py(), None);
             }
         }
         result

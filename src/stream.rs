@@ -277,6 +277,16 @@ impl StreamTransport {
         }
     }
 
+    /// `io_handle` for a stall report about an event of this transport's (in the
+    /// current context: the report shows the callback, not its context).
+    pub fn report_handle(slf: &Bound<'_, Self>, writer: bool) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let core = slf.get().core(py)?;
+        let context =
+            unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? }.unbind();
+        Self::io_handle(slf, &core, writer, context)
+    }
+
     /// The handle an event stands for (`<Handle TCPTransport._read_ready()>`), for
     /// reports and the watchdog.
     pub fn io_handle(

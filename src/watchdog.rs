@@ -13,16 +13,67 @@
 //! After `fork()` the child has the loop but not the thread (and perhaps a mutex the thread
 //! held): a watchdog started before the fork goes inert there, never waited for or locked.
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::monotonic;
 use crate::handles::Handle;
+use crate::stream::StreamTransport;
+
+/// What the loop thread is running: a handle, or a stream transport's read (or write)
+/// event, which the loop runs without a handle; one is made only for a report.
+#[derive(Clone, Copy)]
+pub enum Running<'a, 'py> {
+    Call(&'a Bound<'py, Handle>),
+    Io {
+        transport: &'a Bound<'py, StreamTransport>,
+        writer: bool,
+    },
+}
+
+impl<'py> Running<'_, 'py> {
+    pub fn py(&self) -> Python<'py> {
+        match self {
+            Running::Call(h) => h.py(),
+            Running::Io { transport, .. } => transport.py(),
+        }
+    }
+
+    fn ptr(&self) -> *mut ffi::PyObject {
+        match self {
+            Running::Call(h) => h.as_ptr(),
+            Running::Io { transport, .. } => transport.as_ptr(),
+        }
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            Running::Call(_) => KIND_CALL,
+            Running::Io { writer: false, .. } => KIND_READ,
+            Running::Io { writer: true, .. } => KIND_WRITE,
+        }
+    }
+
+    /// The handle to report: the running one, or the one an I/O event stands for.
+    fn handle(&self) -> Option<Py<Handle>> {
+        match self {
+            Running::Call(h) => Some((*h).clone().unbind()),
+            Running::Io { transport, writer } => {
+                StreamTransport::report_handle(transport, *writer).ok()
+            }
+        }
+    }
+}
+
+const KIND_CALL: u8 = 0;
+const KIND_READ: u8 = 1;
+const KIND_WRITE: u8 = 2;
 
 enum Stall {
     Idle,
@@ -50,10 +101,12 @@ struct Shared {
     /// Start time of the running callback (f64 bits), 0 when none runs.
     started: AtomicU64,
     thread_ident: AtomicU64,
-    /// The running callback's handle, borrowed (no reference held): set by `begin`,
+    /// The running callback's handle (or transport), borrowed (no reference held): set by `begin`,
     /// cleared by `end`, both on the loop thread with the GIL held. So, read with the GIL
     /// held, a non-null pointer is a handle that is still running, hence still alive.
-    current: AtomicPtr<pyo3::ffi::PyObject>,
+    current: AtomicPtr<ffi::PyObject>,
+    /// What `current` points to (`KIND_*`).
+    current_kind: AtomicU8,
     stall: Mutex<Stall>,
     callback: Mutex<Option<PyObject>>,
     stop: Mutex<bool>,
@@ -109,6 +162,7 @@ impl Watchdog {
             started: AtomicU64::new(0),
             thread_ident: AtomicU64::new(0),
             current: AtomicPtr::new(std::ptr::null_mut()),
+            current_kind: AtomicU8::new(KIND_CALL),
             stall: Mutex::new(Stall::Idle),
             callback: Mutex::new(callback),
             stop: Mutex::new(false),
@@ -134,19 +188,20 @@ impl Watchdog {
 
     /// A callback starts on the loop thread `ident`.
     #[inline]
-    pub fn begin(&self, handle: &Bound<'_, Handle>, ident: u64) {
+    pub fn begin(&self, running: Running<'_, '_>, ident: u64) {
         if !self.alive() {
             return;
         }
         let s = &self.shared;
-        s.current.store(handle.as_ptr(), Ordering::Relaxed);
+        s.current.store(running.ptr(), Ordering::Relaxed);
+        s.current_kind.store(running.kind(), Ordering::Relaxed);
         s.thread_ident.store(ident, Ordering::Relaxed);
         s.seq.fetch_add(1, Ordering::SeqCst);
         s.started.store(monotonic().to_bits(), Ordering::SeqCst);
     }
 
     /// The callback returned: send the finished report if its stall was reported.
-    pub fn end(&self, handle: &Bound<'_, Handle>) -> PyResult<()> {
+    pub fn end(&self, running: Running<'_, '_>) -> PyResult<()> {
         if !self.alive() {
             return Ok(());
         }
@@ -170,7 +225,7 @@ impl Watchdog {
                     *stall = Stall::Ended {
                         seq,
                         duration,
-                        handle: Some(handle.clone().unbind()),
+                        handle: running.handle(),
                     };
                     return Ok(());
                 }
@@ -185,7 +240,7 @@ impl Watchdog {
             }
         };
         match reported {
-            Some(report) => s.finish(handle.py(), report, duration),
+            Some(report) => s.finish(running.py(), report, duration),
             None => Ok(()),
         }
     }
@@ -291,8 +346,14 @@ fn report(py: Python<'_>, s: &Shared, seq: u64, started: f64) -> PyResult<()> {
                 let ptr = s.current.load(Ordering::Relaxed);
                 let running = (!ptr.is_null())
                     .then(|| unsafe { Bound::from_borrowed_ptr(py, ptr) })
-                    .and_then(|h| h.downcast_into::<Handle>().ok())
-                    .map(Bound::unbind);
+                    .and_then(|obj| match s.current_kind.load(Ordering::Relaxed) {
+                        KIND_CALL => Some(Running::Call(obj.downcast::<Handle>().ok()?).handle()?),
+                        kind => Running::Io {
+                            transport: obj.downcast::<StreamTransport>().ok()?,
+                            writer: kind == KIND_WRITE,
+                        }
+                        .handle(),
+                    });
                 (None, running)
             }
         }
