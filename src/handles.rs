@@ -36,12 +36,63 @@ pub fn release(obj: &Bound<'_, PyAny>) {
     }
 }
 
+/// Visit what a slot holds, if anything (skipped while it is borrowed).
+fn visit_slot<T>(
+    visit: &PyVisit<'_>,
+    slot: &GilCell<Option<Py<T>>>,
+) -> Result<(), PyTraverseError> {
+    match slot.peek().as_deref() {
+        Some(Some(obj)) => visit.call(obj),
+        _ => Ok(()),
+    }
+}
+
+/// What an emptied handle held (see `Handle::take_for_reuse`).
+pub struct Held {
+    callback: Option<PyObject>,
+    args: Option<Py<PyTuple>>,
+    context: Option<PyObject>,
+    loop_: Option<Py<LoopCore>>,
+    source_traceback: Option<PyObject>,
+}
+
+impl Held {
+    /// Drop everything now, with the GIL held (no deferral through PyO3's pool).
+    pub fn release(self, py: Python<'_>) {
+        fn now<T>(py: Python<'_>, obj: Option<Py<T>>) {
+            if let Some(o) = obj {
+                drop(o.into_bound(py));
+            }
+        }
+        now(py, self.callback);
+        now(py, self.args);
+        now(py, self.context);
+        now(py, self.loop_);
+        now(py, self.source_traceback);
+    }
+}
+
+/// Whether the loop may empty `handle` and reuse it: a plain `Handle` (no subclass) that
+/// only the caller's reference keeps alive and that no weak reference points to.
+pub fn reusable(handle: &Bound<'_, Handle>, handle_type: *mut ffi::PyTypeObject) -> bool {
+    let p = handle.as_ptr();
+    unsafe {
+        let tp = ffi::Py_TYPE(p);
+        if tp != handle_type || ffi::Py_REFCNT(p) != 1 {
+            return false;
+        }
+        let offset = (*tp).tp_weaklistoffset;
+        offset > 0 && (*p.cast::<u8>().offset(offset).cast::<*mut ffi::PyObject>()).is_null()
+    }
+}
+
 #[pyclass(module = "oxloop._oxloop", subclass, frozen, weakref)]
 pub struct Handle {
     callback: GilCell<Option<PyObject>>,
     args: GilCell<Option<Py<PyTuple>>>,
-    context: PyObject,
-    loop_: Py<LoopCore>,
+    /// Empty only while the handle waits in its loop's free list (see `take_for_reuse`).
+    context: GilCell<Option<PyObject>>,
+    loop_: GilCell<Option<Py<LoopCore>>>,
     cancelled: AtomicBool,
     repr: GilCell<Option<String>>,
     source_traceback: GilCell<Option<PyObject>>,
@@ -51,16 +102,27 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// A handle for `callback(*args)`; `context=None` copies the current context.
-    /// `trace_depth`: in debug mode, how many caller frames to record.
-    pub fn make(
+    /// A handle with nothing in it yet: `refill` gives it its callback.
+    pub fn empty() -> Handle {
+        Handle {
+            callback: GilCell::new(None),
+            args: GilCell::new(None),
+            context: GilCell::new(None),
+            loop_: GilCell::new(None),
+            cancelled: AtomicBool::new(false),
+            repr: GilCell::new(None),
+            source_traceback: GilCell::new(None),
+            queued_at: AtomicU64::new(0),
+        }
+    }
+
+    /// The context a new handle runs in (`None`: a copy of the current one) and, in debug
+    /// mode, the caller frames it records.
+    fn context_and_trace(
         py: Python<'_>,
-        callback: PyObject,
-        args: Py<PyTuple>,
         context: Option<PyObject>,
-        loop_: Py<LoopCore>,
         trace_depth: Option<u32>,
-    ) -> PyResult<Handle> {
+    ) -> PyResult<(PyObject, Option<PyObject>)> {
         let context = match context {
             Some(c) if !c.is_none(py) => c,
             _ => unsafe {
@@ -71,15 +133,68 @@ impl Handle {
             Some(depth) => Some(helpers::get(py)?.extract_stack.call1(py, (depth,))?),
             None => None,
         };
-        Ok(Handle {
-            callback: GilCell::new(Some(callback)),
-            args: GilCell::new(Some(args)),
-            context,
-            loop_,
-            cancelled: AtomicBool::new(false),
-            repr: GilCell::new(None),
-            source_traceback: GilCell::new(source_traceback),
-            queued_at: AtomicU64::new(0),
+        Ok((context, source_traceback))
+    }
+
+    /// Give an empty handle (new, or emptied by `take_for_reuse`) `callback(*args)` to
+    /// run; `context=None` copies the current context. `trace_depth`: in debug mode, how
+    /// many caller frames to record. On error the handle stays empty.
+    pub fn refill(
+        &self,
+        py: Python<'_>,
+        callback: PyObject,
+        args: Py<PyTuple>,
+        context: Option<PyObject>,
+        loop_: Py<LoopCore>,
+        trace_depth: Option<u32>,
+    ) -> PyResult<()> {
+        let (context, source_traceback) = Self::context_and_trace(py, context, trace_depth)?;
+        *self.callback.try_mut()? = Some(callback);
+        *self.args.try_mut()? = Some(args);
+        *self.context.try_mut()? = Some(context);
+        *self.loop_.try_mut()? = Some(loop_);
+        *self.source_traceback.try_mut()? = source_traceback;
+        self.cancelled.store(false, Ordering::Relaxed);
+        self.queued_at.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Empty a handle that ran and that nothing but the loop can reach, so the loop can
+    /// reuse it; what it held comes back, to be dropped once no state is borrowed (a
+    /// `__del__` may re-enter the loop).
+    pub fn take_for_reuse(&self) -> PyResult<Held> {
+        let held = Held {
+            callback: self.callback.try_mut()?.take(),
+            args: self.args.try_mut()?.take(),
+            context: self.context.try_mut()?.take(),
+            loop_: self.loop_.try_mut()?.take(),
+            source_traceback: self.source_traceback.try_mut()?.take(),
+        };
+        *self.repr.try_mut()? = None;
+        Ok(held)
+    }
+
+    /// The loop this handle belongs to.
+    fn loop_of<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, LoopCore>> {
+        match self.loop_.try_ref()?.as_ref() {
+            Some(l) => Ok(l.bind(py).clone()),
+            None => Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "oxloop internal error: handle has no loop",
+            )),
+        }
+    }
+
+    fn loop_debug(&self) -> bool {
+        match self.loop_.try_ref() {
+            Ok(l) => l.as_ref().is_some_and(|l| l.get().debug()),
+            Err(_) => false,
+        }
+    }
+
+    fn context_of(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(match self.context.try_ref()?.as_ref() {
+            Some(c) => c.clone_ref(py),
+            None => py.None(),
         })
     }
 
@@ -111,7 +226,7 @@ impl Handle {
         if h.cancelled.swap(true, Ordering::Relaxed) {
             return Ok(());
         }
-        if h.loop_.get().debug() {
+        if h.loop_debug() {
             // Keep a repr so that debug messages can still name the callback.
             let text = Handle::repr_text(slf, false)?;
             *h.repr.try_mut()? = Some(text);
@@ -136,7 +251,11 @@ impl Handle {
                 _ => return Ok(()), // cancelled meanwhile
             }
         };
-        let ctx = h.context.as_ptr();
+        let ctx = match h.context.try_ref()?.as_ref() {
+            Some(c) => c.bind(py).clone(),
+            None => return Ok(()), // emptied for reuse: nothing to run
+        };
+        let ctx = ctx.as_ptr();
         if unsafe { ffi::PyContext_Enter(ctx) } != 0 {
             let err = PyErr::fetch(py);
             return Handle::report(slf, cb.unbind(), args.unbind(), err);
@@ -159,7 +278,7 @@ impl Handle {
         if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
             return Err(err);
         }
-        let debug = slf.get().loop_.get().debug();
+        let debug = slf.get().loop_debug();
         let source = helpers::get(py)?
             .format_callback_source
             .call1(py, (cb, args, debug))?;
@@ -170,7 +289,7 @@ impl Handle {
         if let Some(tb) = slf.get().source_traceback.try_ref()?.as_ref() {
             context.set_item("source_traceback", tb)?;
         }
-        let lp = slf.get().loop_.bind(py);
+        let lp = slf.get().loop_of(py)?;
         lp.call_method1("call_exception_handler", (context,))?;
         Ok(())
     }
@@ -205,7 +324,7 @@ impl Handle {
                 Some(a) => a.into_any(),
                 None => py.None(),
             };
-            let debug = h.loop_.get().debug();
+            let debug = h.loop_debug();
             let source = helpers::get(py)?
                 .format_callback_source
                 .call1(py, (cb, args, debug))?;
@@ -239,8 +358,8 @@ impl Handle {
         self.is_cancelled()
     }
 
-    fn get_context(&self, py: Python<'_>) -> PyObject {
-        self.context.clone_ref(py)
+    fn get_context(&self, py: Python<'_>) -> PyResult<PyObject> {
+        self.context_of(py)
     }
 
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -269,13 +388,13 @@ impl Handle {
     }
 
     #[getter]
-    fn _context(&self, py: Python<'_>) -> PyObject {
-        self.context.clone_ref(py)
+    fn _context(&self, py: Python<'_>) -> PyResult<PyObject> {
+        self.context_of(py)
     }
 
     #[getter]
-    fn _loop(&self, py: Python<'_>) -> Py<LoopCore> {
-        self.loop_.clone_ref(py)
+    fn _loop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, LoopCore>> {
+        self.loop_of(py)
     }
 
     #[getter]
@@ -291,24 +410,11 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(cb) = self.callback.peek() {
-            if let Some(cb) = cb.as_ref() {
-                visit.call(cb)?;
-            }
-        }
-        if let Some(args) = self.args.peek() {
-            if let Some(args) = args.as_ref() {
-                visit.call(args)?;
-            }
-        }
-        if let Some(tb) = self.source_traceback.peek() {
-            if let Some(tb) = tb.as_ref() {
-                visit.call(tb)?;
-            }
-        }
-        visit.call(&self.context)?;
-        visit.call(&self.loop_)?;
-        Ok(())
+        visit_slot(&visit, &self.callback)?;
+        visit_slot(&visit, &self.args)?;
+        visit_slot(&visit, &self.source_traceback)?;
+        visit_slot(&visit, &self.context)?;
+        visit_slot(&visit, &self.loop_)
     }
 
     fn __clear__(&self) {
@@ -349,7 +455,7 @@ impl TimerHandle {
     fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
         let base = slf.as_super();
         if !base.get().is_cancelled() && slf.get().scheduled.load(Ordering::Relaxed) {
-            base.get().loop_.get().timer_cancelled()?;
+            base.get().loop_of(slf.py())?.get().timer_cancelled()?;
         }
         Handle::cancel_base(base)
     }
