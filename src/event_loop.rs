@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use mio::Waker;
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
@@ -136,6 +137,15 @@ pub struct LoopCore {
     free_handles: GilCell<Vec<Py<Handle>>>,
     /// `Handle`'s type object, for the exact-type check before reuse.
     handle_type: usize,
+    /// `loop.set_task_factory()`'s factory (`_task_factory`, as stock).
+    task_factory: GilCell<Option<PyObject>>,
+    /// `asyncio.tasks` and `asyncio.futures`: `create_task`/`create_future` look up
+    /// `Task`/`Future` there on each call, as the stock methods do.
+    tasks_module: PyObject,
+    futures_module: PyObject,
+    /// Python >= 3.11 (`create_task(context=)`), >= 3.13 (`Task.set_name` for names).
+    py311: bool,
+    py313: bool,
 }
 
 impl LoopCore {
@@ -756,7 +766,91 @@ impl LoopCore {
             transport_fds: GilCell::new(HashMap::new()),
             free_handles: GilCell::new(Vec::new()),
             handle_type: py.get_type::<Handle>().as_type_ptr() as usize,
+            task_factory: GilCell::new(None),
+            tasks_module: py.import("asyncio.tasks")?.into_any().unbind(),
+            futures_module: py.import("asyncio.futures")?.into_any().unbind(),
+            py311: py.version_info() >= (3, 11),
+            py313: py.version_info() >= (3, 13),
         })
+    }
+
+    /// `asyncio.Future(loop=self)`.
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        let future = slf
+            .get()
+            .futures_module
+            .bind(py)
+            .getattr(intern!(py, "Future"))?;
+        future.call((), Some(&kwargs))
+    }
+
+    /// The stock `create_task`: a `Task` on this loop, or whatever the task factory makes
+    /// of the coroutine (then named by `set_name`).
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let context = context.filter(|c| !c.is_none());
+        if context.is_some() && !this.py311 {
+            return Err(PyTypeError::new_err(
+                "create_task() got an unexpected keyword argument 'context'",
+            ));
+        }
+        let factory = match this.task_factory.try_ref()?.as_ref() {
+            Some(f) => f.bind(py).clone(),
+            None => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "loop"), slf)?;
+                kwargs.set_item(intern!(py, "name"), name)?;
+                if this.py311 {
+                    kwargs.set_item(intern!(py, "context"), context)?;
+                }
+                let task = this.tasks_module.bind(py).getattr(intern!(py, "Task"))?;
+                return task.call((coro,), Some(&kwargs));
+            }
+        };
+        let task = match context {
+            None => factory.call1((slf, coro))?,
+            Some(ctx) => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "context"), ctx)?;
+                factory.call((slf, coro), Some(&kwargs))?
+            }
+        };
+        if let Some(name) = name.filter(|n| !n.is_none()) {
+            if this.py313 {
+                task.call_method1(intern!(py, "set_name"), (name,))?;
+            } else {
+                let set_name = this.tasks_module.bind(py).getattr("_set_task_name")?;
+                set_name.call1((&task, name))?;
+            }
+        }
+        Ok(task)
+    }
+
+    #[getter(_task_factory)]
+    fn task_factory_get(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(match self.task_factory.try_ref()?.as_ref() {
+            Some(f) => f.clone_ref(py),
+            None => py.None(),
+        })
+    }
+
+    #[setter(_task_factory)]
+    fn task_factory_set(&self, py: Python<'_>, factory: Option<PyObject>) -> PyResult<()> {
+        let factory = factory.filter(|f| !f.is_none(py));
+        let old = std::mem::replace(&mut *self.task_factory.try_mut()?, factory);
+        drop(old); // after the borrow: a __del__ may re-enter
+        Ok(())
     }
 
     /// The loop's clock: `time.monotonic()`.
@@ -1177,6 +1271,13 @@ impl LoopCore {
                 w.traverse(&visit)?;
             }
         }
+        if let Some(f) = self.task_factory.peek() {
+            if let Some(f) = f.as_ref() {
+                visit.call(f)?;
+            }
+        }
+        visit.call(&self.tasks_module)?;
+        visit.call(&self.futures_module)?;
         Ok(())
     }
 
@@ -1201,6 +1302,7 @@ impl LoopCore {
             Ok(mut f) => std::mem::take(&mut *f),
             Err(_) => Vec::new(),
         };
+        let factory = self.task_factory.try_mut().ok().and_then(|mut f| f.take());
         if let Ok(w) = self.watchdog.try_ref() {
             if let Some(w) = w.as_ref() {
                 self.watching.store(false, Ordering::Relaxed);
@@ -1215,6 +1317,6 @@ impl LoopCore {
         for h in &ready {
             handles::release(h.bind(py).as_any());
         }
-        drop((ready, timers, fds, signals, free));
+        drop((ready, timers, fds, signals, free, factory));
     }
 }
