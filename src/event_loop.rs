@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use mio::Waker;
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyFloat, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
@@ -513,7 +515,7 @@ impl LoopCore {
         let py = handle.py();
         if self.debug()
             || self.watching.load(Ordering::Relaxed)
-            || !handles::reusable(&handle, self.handle_type as *mut pyo3::ffi::PyTypeObject)
+            || !handles::reusable(&handle, self.handle_type as *mut ffi::PyTypeObject)
         {
             handles::release(handle.as_any());
             return Ok(());
@@ -1319,4 +1321,126 @@ impl LoopCore {
         }
         drop((ready, timers, fds, signals, free, factory));
     }
+}
+
+/// `LoopCore.call_soon` as PyO3 generated it, for the argument shapes the fast entry
+/// leaves to it (no callback, unknown keywords): its checks and messages.
+static CALL_SOON_GENERIC: GILOnceCell<PyObject> = GILOnceCell::new();
+
+/// Install a faster `call_soon` on `LoopCore`: the same method, entered with
+/// `METH_FASTCALL` and its two common shapes (`callback, *args` and
+/// `callback, *args, context=ctx`) taken apart by hand instead of by PyO3's general
+/// argument parser (a fifth of a `call_soon`). Any other shape goes to the generated
+/// method, so errors stay the same.
+pub fn install_fast_call_soon(py: Python<'_>) -> PyResult<()> {
+    let ty = py.get_type::<LoopCore>();
+    let generic = ty.getattr(intern!(py, "__dict__"))?.get_item("call_soon")?;
+    let _ = CALL_SOON_GENERIC.set(py, generic.unbind());
+    let def = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: c"call_soon".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: call_soon_fast,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: c"call_soon($self, callback, *args, context=None)\n--\n\n".as_ptr(),
+    }));
+    let descr =
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))? };
+    ty.setattr(intern!(py, "call_soon"), descr)
+}
+
+unsafe extern "C" fn call_soon_fast(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    unsafe {
+        pyo3::impl_::trampoline::fastcall_with_keywords(
+            slf,
+            args,
+            nargsf,
+            kwnames,
+            call_soon_fast_impl,
+        )
+    }
+}
+
+/// # Safety
+/// The `METH_FASTCALL | METH_KEYWORDS` calling convention: `slf` is a `LoopCore` (the
+/// method descriptor checked it), `args` holds the positional arguments, then one
+/// value per name in `kwnames`.
+unsafe fn call_soon_fast_impl(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+    let positional = unsafe { std::slice::from_raw_parts(args, nargs as usize) };
+    let context = if kwnames.is_null() {
+        None
+    } else {
+        let names = unsafe { Bound::from_borrowed_ptr(py, kwnames).downcast_into_unchecked() };
+        if !is_just_context(&names)? {
+            return unsafe { call_soon_generic(py, slf, positional, kwnames, args) };
+        }
+        Some(unsafe { Bound::from_borrowed_ptr(py, *args.offset(nargs)) }.unbind())
+    };
+    let Some((&callback, rest)) = positional.split_first() else {
+        return unsafe { call_soon_generic(py, slf, positional, kwnames, args) };
+    };
+    let slf = unsafe { Bound::from_borrowed_ptr(py, slf).downcast_into_unchecked::<LoopCore>() };
+    let callback = unsafe { Bound::from_borrowed_ptr(py, callback) };
+    let rest = PyTuple::new(
+        py,
+        rest.iter()
+            .map(|&a| unsafe { Bound::from_borrowed_ptr(py, a) }),
+    )?;
+    LoopCore::call_soon(&slf, &callback, rest, context).map(|h| h.into_ptr())
+}
+
+/// Whether a call's keyword names are exactly `("context",)`.
+fn is_just_context(names: &Bound<'_, PyTuple>) -> PyResult<bool> {
+    if names.len() != 1 {
+        return Ok(false);
+    }
+    let name = names.get_item(0)?;
+    let context = intern!(names.py(), "context");
+    Ok(name.is(context) || name.eq(context)?)
+}
+
+/// Hand a call the fast entry does not take to the PyO3-generated `call_soon`.
+///
+/// # Safety
+/// As `call_soon_fast_impl`.
+unsafe fn call_soon_generic(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    positional: &[*mut ffi::PyObject],
+    kwnames: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    let generic = CALL_SOON_GENERIC
+        .get(py)
+        .ok_or_else(|| PyTypeError::new_err("call_soon is not initialised"))?;
+    let nkw = if kwnames.is_null() {
+        0
+    } else {
+        unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
+    };
+    let mut all = Vec::with_capacity(1 + positional.len() + nkw);
+    all.push(slf);
+    all.extend_from_slice(positional);
+    all.extend_from_slice(unsafe { std::slice::from_raw_parts(args.add(positional.len()), nkw) });
+    let result = unsafe {
+        ffi::PyObject_Vectorcall(
+            generic.as_ptr(),
+            all.as_ptr(),
+            positional.len() + 1,
+            kwnames,
+        )
+    };
+    unsafe { Bound::from_owned_ptr_or_err(py, result) }.map(Bound::into_ptr)
 }
