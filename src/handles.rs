@@ -36,19 +36,38 @@ pub fn release(obj: &Bound<'_, PyAny>) {
     }
 }
 
-/// Visit what a slot holds, if anything (skipped while it is borrowed).
-fn visit_slot<T>(
-    visit: &PyVisit<'_>,
-    slot: &GilCell<Option<Py<T>>>,
-) -> Result<(), PyTraverseError> {
-    match slot.peek().as_deref() {
-        Some(Some(obj)) => visit.call(obj),
-        _ => Ok(()),
+/// `callback(*args)`: straight through the callee's vectorcall entry when it has one,
+/// with the tuple's items as the argument array (no tuple unpacking by the callee).
+fn call<'py>(
+    callback: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = callback.py();
+    let (f, a) = (callback.as_ptr(), args.as_ptr());
+    unsafe {
+        let result = if ffi::PyVectorcall_Function(f).is_some() {
+            let items = (*a.cast::<ffi::PyTupleObject>()).ob_item.as_ptr();
+            let n = ffi::PyTuple_GET_SIZE(a) as usize;
+            ffi::PyObject_Vectorcall(f, items, n, std::ptr::null_mut())
+        } else {
+            ffi::PyObject_Call(f, a, std::ptr::null_mut())
+        };
+        Bound::from_owned_ptr_or_err(py, result)
     }
 }
 
-/// What an emptied handle held (see `Handle::take_for_reuse`).
-pub struct Held {
+/// Visit what a slot holds, if anything.
+fn visit_slot<T>(visit: &PyVisit<'_>, slot: &Option<Py<T>>) -> Result<(), PyTraverseError> {
+    match slot {
+        Some(obj) => visit.call(obj),
+        None => Ok(()),
+    }
+}
+
+/// The objects a handle holds. All empty only while the handle waits in its loop's free
+/// list (see `Handle::take_for_reuse`); a cancelled handle has no callback or arguments.
+#[derive(Default)]
+pub struct Slots {
     callback: Option<PyObject>,
     args: Option<Py<PyTuple>>,
     context: Option<PyObject>,
@@ -56,7 +75,7 @@ pub struct Held {
     source_traceback: Option<PyObject>,
 }
 
-impl Held {
+impl Slots {
     /// Drop everything now, with the GIL held (no deferral through PyO3's pool).
     pub fn release(self, py: Python<'_>) {
         fn now<T>(py: Python<'_>, obj: Option<Py<T>>) {
@@ -88,14 +107,10 @@ pub fn reusable(handle: &Bound<'_, Handle>, handle_type: *mut ffi::PyTypeObject)
 
 #[pyclass(module = "oxloop._oxloop", subclass, frozen, weakref)]
 pub struct Handle {
-    callback: GilCell<Option<PyObject>>,
-    args: GilCell<Option<Py<PyTuple>>>,
-    /// Empty only while the handle waits in its loop's free list (see `take_for_reuse`).
-    context: GilCell<Option<PyObject>>,
-    loop_: GilCell<Option<Py<LoopCore>>>,
+    /// One cell for all of them: one borrow check to fill, run or empty a handle.
+    slots: GilCell<Slots>,
     cancelled: AtomicBool,
     repr: GilCell<Option<String>>,
-    source_traceback: GilCell<Option<PyObject>>,
     /// When it was queued to run (f64 bits), for the sampled ready-queue delay; 0: not
     /// sampled.
     queued_at: AtomicU64,
@@ -105,13 +120,9 @@ impl Handle {
     /// A handle with nothing in it yet: `refill` gives it its callback.
     pub fn empty() -> Handle {
         Handle {
-            callback: GilCell::new(None),
-            args: GilCell::new(None),
-            context: GilCell::new(None),
-            loop_: GilCell::new(None),
+            slots: GilCell::new(Slots::default()),
             cancelled: AtomicBool::new(false),
             repr: GilCell::new(None),
-            source_traceback: GilCell::new(None),
             queued_at: AtomicU64::new(0),
         }
     }
@@ -149,11 +160,17 @@ impl Handle {
         trace_depth: Option<u32>,
     ) -> PyResult<()> {
         let (context, source_traceback) = Self::context_and_trace(py, context, trace_depth)?;
-        *self.callback.try_mut()? = Some(callback);
-        *self.args.try_mut()? = Some(args);
-        *self.context.try_mut()? = Some(context);
-        *self.loop_.try_mut()? = Some(loop_);
-        *self.source_traceback.try_mut()? = source_traceback;
+        let old = std::mem::replace(
+            &mut *self.slots.try_mut()?,
+            Slots {
+                callback: Some(callback),
+                args: Some(args),
+                context: Some(context),
+                loop_: Some(loop_),
+                source_traceback,
+            },
+        );
+        old.release(py); // empty unless the caller broke the contract
         self.cancelled.store(false, Ordering::Relaxed);
         self.queued_at.store(0, Ordering::Relaxed);
         Ok(())
@@ -162,21 +179,17 @@ impl Handle {
     /// Empty a handle that ran and that nothing but the loop can reach, so the loop can
     /// reuse it; what it held comes back, to be dropped once no state is borrowed (a
     /// `__del__` may re-enter the loop).
-    pub fn take_for_reuse(&self) -> PyResult<Held> {
-        let held = Held {
-            callback: self.callback.try_mut()?.take(),
-            args: self.args.try_mut()?.take(),
-            context: self.context.try_mut()?.take(),
-            loop_: self.loop_.try_mut()?.take(),
-            source_traceback: self.source_traceback.try_mut()?.take(),
-        };
-        *self.repr.try_mut()? = None;
+    pub fn take_for_reuse(&self) -> PyResult<Slots> {
+        let held = std::mem::take(&mut *self.slots.try_mut()?);
+        if self.repr.try_ref()?.is_some() {
+            *self.repr.try_mut()? = None;
+        }
         Ok(held)
     }
 
     /// The loop this handle belongs to.
     fn loop_of<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, LoopCore>> {
-        match self.loop_.try_ref()?.as_ref() {
+        match self.slots.try_ref()?.loop_.as_ref() {
             Some(l) => Ok(l.bind(py).clone()),
             None => Err(pyo3::exceptions::PyRuntimeError::new_err(
                 "oxloop internal error: handle has no loop",
@@ -185,14 +198,21 @@ impl Handle {
     }
 
     fn loop_debug(&self) -> bool {
-        match self.loop_.try_ref() {
-            Ok(l) => l.as_ref().is_some_and(|l| l.get().debug()),
+        match self.slots.try_ref() {
+            Ok(s) => s.loop_.as_ref().is_some_and(|l| l.get().debug()),
             Err(_) => false,
         }
     }
 
+    fn source_traceback(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(match self.slots.try_ref()?.source_traceback.as_ref() {
+            Some(t) => t.clone_ref(py),
+            None => py.None(),
+        })
+    }
+
     fn context_of(&self, py: Python<'_>) -> PyResult<PyObject> {
-        Ok(match self.context.try_ref()?.as_ref() {
+        Ok(match self.slots.try_ref()?.context.as_ref() {
             Some(c) => c.clone_ref(py),
             None => py.None(),
         })
@@ -231,9 +251,11 @@ impl Handle {
             let text = Handle::repr_text(slf, false)?;
             *h.repr.try_mut()? = Some(text);
         }
-        let cb = h.callback.try_mut()?.take();
-        let args = h.args.try_mut()?.take();
-        drop((cb, args)); // after the borrows end: a __del__ may re-enter
+        let (cb, args) = {
+            let mut slots = h.slots.try_mut()?;
+            (slots.callback.take(), slots.args.take())
+        };
+        drop((cb, args)); // after the borrow ends: a __del__ may re-enter
         Ok(())
     }
 
@@ -243,24 +265,21 @@ impl Handle {
         let py = slf.py();
         let h = slf.get();
         // Bound (not Py) clones: dropping them needs no check of who holds the GIL.
-        let (cb, args) = {
-            let cb = h.callback.try_ref()?;
-            let args = h.args.try_ref()?;
-            match (cb.as_ref(), args.as_ref()) {
-                (Some(c), Some(a)) => (c.bind(py).clone(), a.bind(py).clone()),
-                _ => return Ok(()), // cancelled meanwhile
+        let (cb, args, ctx) = {
+            let slots = h.slots.try_ref()?;
+            match (&slots.callback, &slots.args, &slots.context) {
+                (Some(c), Some(a), Some(x)) => {
+                    (c.bind(py).clone(), a.bind(py).clone(), x.bind(py).clone())
+                }
+                _ => return Ok(()), // cancelled meanwhile (or emptied: nothing to run)
             }
-        };
-        let ctx = match h.context.try_ref()?.as_ref() {
-            Some(c) => c.bind(py).clone(),
-            None => return Ok(()), // emptied for reuse: nothing to run
         };
         let ctx = ctx.as_ptr();
         if unsafe { ffi::PyContext_Enter(ctx) } != 0 {
             let err = PyErr::fetch(py);
             return Handle::report(slf, cb.unbind(), args.unbind(), err);
         }
-        let result = cb.call1(&args);
+        let result = call(&cb, &args);
         unsafe { ffi::PyContext_Exit(ctx) };
         match result {
             Ok(_) => Ok(()),
@@ -286,7 +305,8 @@ impl Handle {
         context.set_item("message", format!("Exception in callback {source}"))?;
         context.set_item("exception", err.value(py))?;
         context.set_item("handle", slf)?;
-        if let Some(tb) = slf.get().source_traceback.try_ref()?.as_ref() {
+        let tb = slf.get().source_traceback(py)?;
+        if !tb.is_none(py) {
             context.set_item("source_traceback", tb)?;
         }
         let lp = slf.get().loop_of(py)?;
@@ -314,10 +334,9 @@ impl Handle {
             info.insert(pos, format!("when={when}"));
         }
         let cb_args = {
-            let cb = h.callback.try_ref()?;
-            let args = h.args.try_ref()?;
-            cb.as_ref()
-                .map(|c| (c.clone_ref(py), args.as_ref().map(|a| a.clone_ref(py))))
+            let slots = h.slots.try_ref()?;
+            let args = slots.args.as_ref().map(|a| a.clone_ref(py));
+            slots.callback.as_ref().map(|c| (c.clone_ref(py), args))
         };
         if let Some((cb, args)) = cb_args {
             let args: PyObject = match args {
@@ -330,12 +349,8 @@ impl Handle {
                 .call1(py, (cb, args, debug))?;
             info.push(source.bind(py).str()?.to_string());
         }
-        let tb = h
-            .source_traceback
-            .try_ref()?
-            .as_ref()
-            .map(|t| t.clone_ref(py));
-        if let Some(tb) = tb {
+        let tb = h.source_traceback(py)?;
+        if !tb.is_none(py) {
             let tb = tb.bind(py);
             if tb.len()? > 0 {
                 let frame = tb.get_item(-1)?;
@@ -373,7 +388,7 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> PyResult<PyObject> {
-        Ok(match self.callback.try_ref()?.as_ref() {
+        Ok(match self.slots.try_ref()?.callback.as_ref() {
             Some(c) => c.clone_ref(py),
             None => py.None(),
         })
@@ -381,7 +396,7 @@ impl Handle {
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> PyResult<PyObject> {
-        Ok(match self.args.try_ref()?.as_ref() {
+        Ok(match self.slots.try_ref()?.args.as_ref() {
             Some(a) => a.clone_ref(py).into_any(),
             None => py.None(),
         })
@@ -399,10 +414,7 @@ impl Handle {
 
     #[getter]
     fn _source_traceback(&self, py: Python<'_>) -> PyResult<PyObject> {
-        Ok(match self.source_traceback.try_ref()?.as_ref() {
-            Some(t) => t.clone_ref(py),
-            None => py.None(),
-        })
+        self.source_traceback(py)
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
@@ -410,17 +422,24 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit_slot(&visit, &self.callback)?;
-        visit_slot(&visit, &self.args)?;
-        visit_slot(&visit, &self.source_traceback)?;
-        visit_slot(&visit, &self.context)?;
-        visit_slot(&visit, &self.loop_)
+        // Skipped while borrowed.
+        let Some(slots) = self.slots.peek() else {
+            return Ok(());
+        };
+        visit_slot(&visit, &slots.callback)?;
+        visit_slot(&visit, &slots.args)?;
+        visit_slot(&visit, &slots.source_traceback)?;
+        visit_slot(&visit, &slots.context)?;
+        visit_slot(&visit, &slots.loop_)
     }
 
     fn __clear__(&self) {
-        let cb = self.callback.try_mut().ok().and_then(|mut c| c.take());
-        let args = self.args.try_mut().ok().and_then(|mut a| a.take());
-        drop((cb, args));
+        let taken = self
+            .slots
+            .try_mut()
+            .ok()
+            .map(|mut s| (s.callback.take(), s.args.take()));
+        drop(taken);
     }
 }
 

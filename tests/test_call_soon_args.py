@@ -2,6 +2,7 @@
 by hand)."""
 
 import contextvars
+import functools
 
 import pytest
 from support import run_forever_once
@@ -109,3 +110,49 @@ def test_closed_loop_rejects_every_shape(any_loop):
     ):
         with pytest.raises(RuntimeError, match="Event loop is closed"):
             call()
+
+
+class _CallableObject:
+    def __init__(self, got):
+        self.got = got
+
+    def __call__(self, *args):
+        self.got.append(("object", args))
+
+
+def test_every_kind_of_callable_gets_its_arguments(any_loop):
+    got = []
+
+    def function(*args):
+        got.append(("function", args))
+
+    class Kind:
+        def method(self, *args):
+            got.append(("method", args))
+
+    any_loop.call_soon(function, 1, 2)
+    any_loop.call_soon(Kind().method, 3)
+    any_loop.call_soon(_CallableObject(got), 4, 5)
+    any_loop.call_soon(functools.partial(function, 6), 7)
+    any_loop.call_soon(got.append, ("builtin", (8,)))
+    run_forever_once(any_loop)
+    assert got == [
+        ("function", (1, 2)),
+        ("method", (3,)),
+        ("object", (4, 5)),
+        ("function", (6, 7)),
+        ("builtin", (8,)),
+    ]
+
+
+def test_a_class_as_the_callback(any_loop):
+    made = []
+
+    class Made:
+        def __init__(self, *args):
+            made.append(args)
+
+    any_loop.call_soon(Made, 1, "a")
+    any_loop.call_soon(Made)
+    run_forever_once(any_loop)
+    assert made == [(1, "a"), ()]
