@@ -942,9 +942,7 @@ impl LoopCore {
         Self::schedule_at(slf, when, callback, args, context, TRACE_DEPTH)
     }
 
-    fn get_debug(&self) -> bool {
-        self.debug()
-    }
+    // get_debug: see install_fast_paths.
 
     fn set_debug(&self, enabled: bool) {
         self.debug.store(enabled, Ordering::Relaxed);
@@ -1327,26 +1325,71 @@ impl LoopCore {
 /// leaves to it (no callback, unknown keywords): its checks and messages.
 static CALL_SOON_GENERIC: GILOnceCell<PyObject> = GILOnceCell::new();
 
-/// Install a faster `call_soon` on `LoopCore`: the same method, entered with
-/// `METH_FASTCALL` and its two common shapes (`callback, *args` and
-/// `callback, *args, context=ctx`) taken apart by hand instead of by PyO3's general
-/// argument parser (a fifth of a `call_soon`). Any other shape goes to the generated
-/// method, so errors stay the same.
-pub fn install_fast_call_soon(py: Python<'_>) -> PyResult<()> {
+/// Replace two `LoopCore` methods by entries that skip PyO3's general ones:
+///
+/// * `call_soon`, entered with `METH_FASTCALL`: its two common shapes (`callback, *args`
+///   and `callback, *args, context=ctx`) are taken apart by hand instead of by PyO3's
+///   argument parser (a fifth of a `call_soon`); any other shape goes to the generated
+///   method, so errors stay the same.
+/// * `get_debug`, which the C `Future` and `Task` call once each when created: a plain
+///   `METH_NOARGS` read of the flag.
+pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
     let ty = py.get_type::<LoopCore>();
     let generic = ty.getattr(intern!(py, "__dict__"))?.get_item("call_soon")?;
     let _ = CALL_SOON_GENERIC.set(py, generic.unbind());
-    let def = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: c"call_soon".as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: call_soon_fast,
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"call_soon".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: call_soon_fast,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: c"call_soon($self, callback, *args, context=None)\n--\n\n".as_ptr(),
         },
-        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        ml_doc: c"call_soon($self, callback, *args, context=None)\n--\n\n".as_ptr(),
-    }));
-    let descr =
-        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))? };
-    ty.setattr(intern!(py, "call_soon"), descr)
+    )?;
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"get_debug".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunction: get_debug_fast,
+            },
+            ml_flags: ffi::METH_NOARGS,
+            ml_doc: c"get_debug($self)\n--\n\n".as_ptr(),
+        },
+    )
+}
+
+/// Put a method descriptor for `def` (kept for the life of the process) on `ty`.
+fn install_method(ty: &Bound<'_, pyo3::types::PyType>, def: ffi::PyMethodDef) -> PyResult<()> {
+    let def = Box::leak(Box::new(def));
+    let name = unsafe { std::ffi::CStr::from_ptr(def.ml_name) }
+        .to_str()
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let descr = unsafe {
+        Bound::from_owned_ptr_or_err(ty.py(), ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))?
+    };
+    ty.setattr(name, descr)
+}
+
+/// `get_debug()`. No PyO3 trampoline: reading an atomic flag cannot fail or panic, and
+/// nothing here is dropped but a `Bound` (a direct decref).
+unsafe extern "C" fn get_debug_fast(
+    slf: *mut ffi::PyObject,
+    _args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    unsafe {
+        // The method descriptor checked that `slf` is a LoopCore; the GIL is held.
+        let py = Python::assume_gil_acquired();
+        let this = Bound::from_borrowed_ptr(py, slf).downcast_into_unchecked::<LoopCore>();
+        let flag = if this.get().debug() {
+            ffi::Py_True()
+        } else {
+            ffi::Py_False()
+        };
+        ffi::Py_NewRef(flag)
+    }
 }
 
 unsafe extern "C" fn call_soon_fast(
