@@ -26,7 +26,7 @@ def test_a_handle_the_caller_kept_is_never_reused(any_loop):
     assert kept._callback == got.append
     assert kept._args == ("kept",)
     assert not kept.cancelled()
-    assert "kept" in repr(kept)
+    assert "append" in repr(kept)
 
 
 def test_a_weakly_referenced_handle_is_never_reused(any_loop):
