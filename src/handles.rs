@@ -36,26 +36,6 @@ pub fn release(obj: &Bound<'_, PyAny>) {
     }
 }
 
-/// `callback(*args)`: straight through the callee's vectorcall entry when it has one,
-/// with the tuple's items as the argument array (no tuple unpacking by the callee).
-fn call<'py>(
-    callback: &Bound<'py, PyAny>,
-    args: &Bound<'py, PyTuple>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = callback.py();
-    let (f, a) = (callback.as_ptr(), args.as_ptr());
-    unsafe {
-        let result = if ffi::PyVectorcall_Function(f).is_some() {
-            let items = (*a.cast::<ffi::PyTupleObject>()).ob_item.as_ptr();
-            let n = ffi::PyTuple_GET_SIZE(a) as usize;
-            ffi::PyObject_Vectorcall(f, items, n, std::ptr::null_mut())
-        } else {
-            ffi::PyObject_Call(f, a, std::ptr::null_mut())
-        };
-        Bound::from_owned_ptr_or_err(py, result)
-    }
-}
-
 /// Visit what a slot holds, if anything.
 fn visit_slot<T>(visit: &PyVisit<'_>, slot: &Option<Py<T>>) -> Result<(), PyTraverseError> {
     match slot {
@@ -279,7 +259,7 @@ impl Handle {
             let err = PyErr::fetch(py);
             return Handle::report(slf, cb.unbind(), args.unbind(), err);
         }
-        let result = call(&cb, &args);
+        let result = cb.call1(&args);
         unsafe { ffi::PyContext_Exit(ctx) };
         match result {
             Ok(_) => Ok(()),
