@@ -23,7 +23,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
 use crate::errors;
-use crate::handles::{self, Handle, TimerHandle};
+use crate::handles::{self, Handle, Slots, TimerHandle};
 use crate::helpers;
 use crate::poll::{
     DeadlineTimer, Poller, DEADLINE_TOKEN, HANGUP, READABLE, SIGNAL_TOKEN, WAKE_TOKEN, WRITABLE,
@@ -265,29 +265,16 @@ impl LoopCore {
         Ok(())
     }
 
-    /// A new handle; in debug mode it records `depth` caller frames, the number the
-    /// stock loop keeps for the same method (its frame limit less its own frames).
-    fn new_handle(
+    /// What a new handle holds; in debug mode it records `depth` caller frames, the
+    /// number the stock loop keeps for the same method (its frame limit less its own).
+    fn slots_for(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<PyObject>,
         depth: u32,
-    ) -> PyResult<Handle> {
-        let handle = Handle::empty();
-        Self::fill_handle(slf, &handle, callback, args, context, depth)?;
-        Ok(handle)
-    }
-
-    fn fill_handle(
-        slf: &Bound<'_, Self>,
-        handle: &Handle,
-        callback: &Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<PyObject>,
-        depth: u32,
-    ) -> PyResult<()> {
-        handle.refill(
+    ) -> PyResult<Slots> {
+        Slots::new(
             slf.py(),
             callback.clone().unbind(),
             args.unbind(),
@@ -308,13 +295,14 @@ impl LoopCore {
         let handle = match recycled {
             Some(handle) => {
                 // Already untracked; on error it is dropped empty.
-                Self::fill_handle(slf, handle.get(), callback, args, context, TRACE_DEPTH)?;
+                let slots = Self::slots_for(slf, callback, args, context, TRACE_DEPTH)?;
+                handle.get().refill(slf.py(), slots)?;
                 handle
             }
             None => {
                 let handle = Py::new(
                     slf.py(),
-                    Self::new_handle(slf, callback, args, context, TRACE_DEPTH)?,
+                    Handle::with_slots(Self::slots_for(slf, callback, args, context, TRACE_DEPTH)?),
                 )?;
                 handles::untrack(handle.bind(slf.py()).as_any());
                 handle
@@ -335,7 +323,7 @@ impl LoopCore {
         context: Option<PyObject>,
         depth: u32,
     ) -> PyResult<Py<TimerHandle>> {
-        let base = Self::new_handle(slf, callback, args, context, depth)?;
+        let base = Handle::with_slots(Self::slots_for(slf, callback, args, context, depth)?);
         let init = PyClassInitializer::from(base).add_subclass(TimerHandle::new(when));
         let timer = Py::new(slf.py(), init)?;
         handles::untrack(timer.bind(slf.py()).as_any());
@@ -639,7 +627,7 @@ impl LoopCore {
         this.check_closed()?;
         let handle = Py::new(
             slf.py(),
-            Self::new_handle(slf, callback, args, None, TRACE_DEPTH)?,
+            Handle::with_slots(Self::slots_for(slf, callback, args, None, TRACE_DEPTH)?),
         )?;
         let result = handle.clone_ref(slf.py());
         let old = {
@@ -1215,7 +1203,13 @@ impl LoopCore {
         slf.get().check_closed()?;
         let handle = Py::new(
             slf.py(),
-            Self::new_handle(slf, callback, args, None, TRACE_DEPTH + 1 + PY_GLUE_FRAMES)?,
+            Handle::with_slots(Self::slots_for(
+                slf,
+                callback,
+                args,
+                None,
+                TRACE_DEPTH + 1 + PY_GLUE_FRAMES,
+            )?),
         )?;
         let old = slf.get().signals.try_mut()?.insert(sig, handle);
         if let Some(old) = old {

@@ -56,6 +56,35 @@ pub struct Slots {
 }
 
 impl Slots {
+    /// What a handle for `callback(*args)` holds; `context=None` copies the current
+    /// context. `trace_depth`: in debug mode, how many caller frames to record.
+    pub fn new(
+        py: Python<'_>,
+        callback: PyObject,
+        args: Py<PyTuple>,
+        context: Option<PyObject>,
+        loop_: Py<LoopCore>,
+        trace_depth: Option<u32>,
+    ) -> PyResult<Slots> {
+        let context = match context {
+            Some(c) if !c.is_none(py) => c,
+            _ => unsafe {
+                Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()
+            },
+        };
+        let source_traceback = match trace_depth {
+            Some(depth) => Some(helpers::get(py)?.extract_stack.call1(py, (depth,))?),
+            None => None,
+        };
+        Ok(Slots {
+            callback: Some(callback),
+            args: Some(args),
+            context: Some(context),
+            loop_: Some(loop_),
+            source_traceback,
+        })
+    }
+
     /// Drop everything now, with the GIL held (no deferral through PyO3's pool).
     pub fn release(self, py: Python<'_>) {
         fn now<T>(py: Python<'_>, obj: Option<Py<T>>) {
@@ -97,59 +126,19 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// A handle with nothing in it yet: `refill` gives it its callback.
-    pub fn empty() -> Handle {
+    /// A handle holding `slots` (see `Slots::new`).
+    pub fn with_slots(slots: Slots) -> Handle {
         Handle {
-            slots: GilCell::new(Slots::default()),
+            slots: GilCell::new(slots),
             cancelled: AtomicBool::new(false),
             repr: GilCell::new(None),
             queued_at: AtomicU64::new(0),
         }
     }
 
-    /// The context a new handle runs in (`None`: a copy of the current one) and, in debug
-    /// mode, the caller frames it records.
-    fn context_and_trace(
-        py: Python<'_>,
-        context: Option<PyObject>,
-        trace_depth: Option<u32>,
-    ) -> PyResult<(PyObject, Option<PyObject>)> {
-        let context = match context {
-            Some(c) if !c.is_none(py) => c,
-            _ => unsafe {
-                Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()
-            },
-        };
-        let source_traceback = match trace_depth {
-            Some(depth) => Some(helpers::get(py)?.extract_stack.call1(py, (depth,))?),
-            None => None,
-        };
-        Ok((context, source_traceback))
-    }
-
-    /// Give an empty handle (new, or emptied by `take_for_reuse`) `callback(*args)` to
-    /// run; `context=None` copies the current context. `trace_depth`: in debug mode, how
-    /// many caller frames to record. On error the handle stays empty.
-    pub fn refill(
-        &self,
-        py: Python<'_>,
-        callback: PyObject,
-        args: Py<PyTuple>,
-        context: Option<PyObject>,
-        loop_: Py<LoopCore>,
-        trace_depth: Option<u32>,
-    ) -> PyResult<()> {
-        let (context, source_traceback) = Self::context_and_trace(py, context, trace_depth)?;
-        let old = std::mem::replace(
-            &mut *self.slots.try_mut()?,
-            Slots {
-                callback: Some(callback),
-                args: Some(args),
-                context: Some(context),
-                loop_: Some(loop_),
-                source_traceback,
-            },
-        );
+    /// Give a handle emptied by `take_for_reuse` new `slots` to run.
+    pub fn refill(&self, py: Python<'_>, slots: Slots) -> PyResult<()> {
+        let old = std::mem::replace(&mut *self.slots.try_mut()?, slots);
         old.release(py); // empty unless the caller broke the contract
         self.cancelled.store(false, Ordering::Relaxed);
         self.queued_at.store(0, Ordering::Relaxed);
