@@ -15,13 +15,16 @@ use std::time::Duration;
 
 use mio::Waker;
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyFloat, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
 use crate::errors;
-use crate::handles::{self, Handle, TimerHandle};
+use crate::handles::{self, Handle, Slots, TimerHandle};
 use crate::helpers;
 use crate::poll::{
     DeadlineTimer, Poller, DEADLINE_TOKEN, HANGUP, READABLE, SIGNAL_TOKEN, WAKE_TOKEN, WRITABLE,
@@ -39,6 +42,9 @@ const TRACE_DEPTH: u32 = 8;
 /// Frames of oxloop's own Python glue between the user and a core method that records
 /// a stack (`Loop.add_signal_handler` calls `_add_signal_handle`).
 const PY_GLUE_FRAMES: u32 = 1;
+
+/// Emptied handles a loop keeps for reuse by `call_soon` (at most).
+const FREE_HANDLES: usize = 1024;
 
 /// Longest single poll, as the stock loop (24 hours).
 const MAX_POLL_SECONDS: f64 = 24.0 * 3600.0;
@@ -202,6 +208,21 @@ pub struct LoopCore {
     /// fd -> weak reference to the transport that owns it: the public reader/writer
     /// methods refuse such an fd while the transport is open, as stock.
     transport_fds: GilCell<HashMap<RawFd, PyObject>>,
+    /// Plain handles that ran and that nothing else held, emptied, for `call_soon` to
+    /// reuse (saves an allocation, its deallocation and two trips through PyO3's glue).
+    /// They hold nothing and are not tracked by the cycle collector.
+    free_handles: GilCell<Vec<Py<Handle>>>,
+    /// `Handle`'s type object, for the exact-type check before reuse.
+    handle_type: usize,
+    /// `loop.set_task_factory()`'s factory (`_task_factory`, as stock).
+    task_factory: GilCell<Option<PyObject>>,
+    /// `asyncio.tasks` and `asyncio.futures`: `create_task`/`create_future` look up
+    /// `Task`/`Future` there on each call, as the stock methods do.
+    tasks_module: PyObject,
+    futures_module: PyObject,
+    /// Python >= 3.11 (`create_task(context=)`), >= 3.13 (`Task.set_name` for names).
+    py311: bool,
+    py313: bool,
 }
 
 impl LoopCore {
@@ -264,10 +285,8 @@ impl LoopCore {
         drains: bool,
     ) -> PyResult<()> {
         let empty = PyTuple::empty(slf.py());
-        let handle = Py::new(
-            slf.py(),
-            Self::new_handle(slf, callback, empty, None, TRACE_DEPTH)?,
-        )?;
+        let slots = Self::slots_for(slf, callback, empty, None, TRACE_DEPTH)?;
+        let handle = Py::new(slf.py(), Handle::with_slots(slots))?;
         Self::set_fd_watcher(slf, fd, Watcher::Call(handle), writer, drains)
     }
 
@@ -344,23 +363,22 @@ impl LoopCore {
         Ok(())
     }
 
-    /// A new handle; in debug mode it records `depth` caller frames, the number the
-    /// stock loop keeps for the same method (its frame limit less its own frames).
-    fn new_handle(
+    /// What a new handle holds; in debug mode it records `depth` caller frames, the
+    /// number the stock loop keeps for the same method (its frame limit less its own).
+    fn slots_for(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<PyObject>,
         depth: u32,
-    ) -> PyResult<Handle> {
-        let this = slf.get();
-        Handle::make(
+    ) -> PyResult<Slots> {
+        Slots::new(
             slf.py(),
             callback.clone().unbind(),
             args.unbind(),
             context,
             slf.clone().unbind(),
-            this.debug().then_some(depth),
+            slf.get().debug().then_some(depth),
         )
     }
 
@@ -370,12 +388,24 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<PyObject>,
     ) -> PyResult<Py<Handle>> {
-        let handle = Py::new(
-            slf.py(),
-            Self::new_handle(slf, callback, args, context, TRACE_DEPTH)?,
-        )?;
-        handles::untrack(handle.bind(slf.py()).as_any());
         let this = slf.get();
+        let recycled = this.free_handles.try_mut()?.pop();
+        let handle = match recycled {
+            Some(handle) => {
+                // Already untracked; on error it is dropped empty.
+                let slots = Self::slots_for(slf, callback, args, context, TRACE_DEPTH)?;
+                handle.get().refill(slf.py(), slots)?;
+                handle
+            }
+            None => {
+                let handle = Py::new(
+                    slf.py(),
+                    Handle::with_slots(Self::slots_for(slf, callback, args, context, TRACE_DEPTH)?),
+                )?;
+                handles::untrack(handle.bind(slf.py()).as_any());
+                handle
+            }
+        };
         if this.stats.try_mut()?.sample_now() {
             handle.get().set_queued_at(monotonic());
         }
@@ -393,7 +423,7 @@ impl LoopCore {
         context: Option<PyObject>,
         depth: u32,
     ) -> PyResult<Py<TimerHandle>> {
-        let base = Self::new_handle(slf, callback, args, context, depth)?;
+        let base = Handle::with_slots(Self::slots_for(slf, callback, args, context, depth)?);
         let init = PyClassInitializer::from(base).add_subclass(TimerHandle::new(when));
         let timer = Py::new(slf.py(), init)?;
         handles::untrack(timer.bind(slf.py()).as_any());
@@ -597,7 +627,7 @@ impl LoopCore {
                 };
                 let handle = handle.into_bound(py);
                 if handle.get().is_cancelled() {
-                    handles::release(handle.as_any());
+                    this.let_go(handle)?;
                     continue;
                 }
                 ran += 1;
@@ -619,13 +649,34 @@ impl LoopCore {
                 } else {
                     Handle::run(&handle)
                 };
-                handles::release(handle.as_any());
+                this.let_go(handle)?;
                 result?;
             }
             Ok(())
         })();
         this.stats.try_mut()?.callbacks += ran;
         result
+    }
+
+    /// The loop is done with a handle from the ready queue: keep it for reuse if nothing
+    /// else can reach it, else let it go (see `handles::release`). Not in debug mode,
+    /// whose reports may hold handles. (The stall watchdog holds a reference to any
+    /// handle it reports on, and only borrows the running one until `end`.)
+    fn let_go(&self, handle: Bound<'_, Handle>) -> PyResult<()> {
+        let py = handle.py();
+        if self.debug() || !handles::reusable(&handle, self.handle_type as *mut ffi::PyTypeObject) {
+            handles::release(handle.as_any());
+            return Ok(());
+        }
+        let held = handle.get().take_for_reuse()?;
+        {
+            let mut free = self.free_handles.try_mut()?;
+            if free.len() < FREE_HANDLES {
+                free.push(handle.unbind());
+            }
+        }
+        held.release(py);
+        Ok(())
     }
 
     /// Run one callback (`run`) with the stall watchdog looking on.
@@ -724,7 +775,7 @@ impl LoopCore {
         slf.get().check_closed()?;
         let handle = Py::new(
             slf.py(),
-            Self::new_handle(slf, callback, args, None, TRACE_DEPTH)?,
+            Handle::with_slots(Self::slots_for(slf, callback, args, None, TRACE_DEPTH)?),
         )?;
         let result = handle.clone_ref(slf.py());
         Self::set_fd_watcher(slf, fd, Watcher::Call(handle), writer, false)?;
@@ -827,6 +878,7 @@ impl LoopCore {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(
+        py: Python<'_>,
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
     ) -> PyResult<Self> {
@@ -863,7 +915,93 @@ impl LoopCore {
             bytes_written: AtomicU64::new(0),
             open_transports: AtomicI64::new(0),
             transport_fds: GilCell::new(HashMap::new()),
+            free_handles: GilCell::new(Vec::new()),
+            handle_type: py.get_type::<Handle>().as_type_ptr() as usize,
+            task_factory: GilCell::new(None),
+            tasks_module: py.import("asyncio.tasks")?.into_any().unbind(),
+            futures_module: py.import("asyncio.futures")?.into_any().unbind(),
+            py311: py.version_info() >= (3, 11),
+            py313: py.version_info() >= (3, 13),
         })
+    }
+
+    /// `asyncio.Future(loop=self)`.
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        let future = slf
+            .get()
+            .futures_module
+            .bind(py)
+            .getattr(intern!(py, "Future"))?;
+        future.call((), Some(&kwargs))
+    }
+
+    /// The stock `create_task`: a `Task` on this loop, or whatever the task factory makes
+    /// of the coroutine (then named by `set_name`).
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let context = context.filter(|c| !c.is_none());
+        if context.is_some() && !this.py311 {
+            return Err(PyTypeError::new_err(
+                "create_task() got an unexpected keyword argument 'context'",
+            ));
+        }
+        let factory = match this.task_factory.try_ref()?.as_ref() {
+            Some(f) => f.bind(py).clone(),
+            None => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "loop"), slf)?;
+                kwargs.set_item(intern!(py, "name"), name)?;
+                if this.py311 {
+                    kwargs.set_item(intern!(py, "context"), context)?;
+                }
+                let task = this.tasks_module.bind(py).getattr(intern!(py, "Task"))?;
+                return task.call((coro,), Some(&kwargs));
+            }
+        };
+        let task = match context {
+            None => factory.call1((slf, coro))?,
+            Some(ctx) => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "context"), ctx)?;
+                factory.call((slf, coro), Some(&kwargs))?
+            }
+        };
+        if let Some(name) = name.filter(|n| !n.is_none()) {
+            if this.py313 {
+                task.call_method1(intern!(py, "set_name"), (name,))?;
+            } else {
+                let set_name = this.tasks_module.bind(py).getattr("_set_task_name")?;
+                set_name.call1((&task, name))?;
+            }
+        }
+        Ok(task)
+    }
+
+    #[getter(_task_factory)]
+    fn task_factory_get(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(match self.task_factory.try_ref()?.as_ref() {
+            Some(f) => f.clone_ref(py),
+            None => py.None(),
+        })
+    }
+
+    #[setter(_task_factory)]
+    fn task_factory_set(&self, py: Python<'_>, factory: Option<PyObject>) -> PyResult<()> {
+        let factory = factory.filter(|f| !f.is_none(py));
+        let old = std::mem::replace(&mut *self.task_factory.try_mut()?, factory);
+        drop(old); // after the borrow: a __del__ may re-enter
+        Ok(())
     }
 
     /// The loop's clock: `time.monotonic()`.
@@ -953,9 +1091,7 @@ impl LoopCore {
         Self::schedule_at(slf, when, callback, args, context, TRACE_DEPTH)
     }
 
-    fn get_debug(&self) -> bool {
-        self.debug()
-    }
+    // get_debug: see install_fast_paths.
 
     fn set_debug(&self, enabled: bool) {
         self.debug.store(enabled, Ordering::Relaxed);
@@ -1056,6 +1192,8 @@ impl LoopCore {
         let waker = self.waker.try_mut()?.take();
         let owned: Vec<_> = self.transport_fds.try_mut()?.drain().collect();
         drop(owned);
+        let free = std::mem::take(&mut *self.free_handles.try_mut()?);
+        drop(free);
         self.poller.close();
         for h in &timers {
             handles::release(h.bind(py).as_any());
@@ -1244,7 +1382,13 @@ impl LoopCore {
         slf.get().check_closed()?;
         let handle = Py::new(
             slf.py(),
-            Self::new_handle(slf, callback, args, None, TRACE_DEPTH + 1 + PY_GLUE_FRAMES)?,
+            Handle::with_slots(Self::slots_for(
+                slf,
+                callback,
+                args,
+                None,
+                TRACE_DEPTH + 1 + PY_GLUE_FRAMES,
+            )?),
         )?;
         let old = slf.get().signals.try_mut()?.insert(sig, handle);
         if let Some(old) = old {
@@ -1303,6 +1447,13 @@ impl LoopCore {
                 w.traverse(&visit)?;
             }
         }
+        if let Some(f) = self.task_factory.peek() {
+            if let Some(f) = f.as_ref() {
+                visit.call(f)?;
+            }
+        }
+        visit.call(&self.tasks_module)?;
+        visit.call(&self.futures_module)?;
         Ok(())
     }
 
@@ -1323,6 +1474,11 @@ impl LoopCore {
             Ok(mut s) => s.drain(),
             Err(_) => Vec::new(),
         };
+        let free = match self.free_handles.try_mut() {
+            Ok(mut f) => std::mem::take(&mut *f),
+            Err(_) => Vec::new(),
+        };
+        let factory = self.task_factory.try_mut().ok().and_then(|mut f| f.take());
         if let Ok(w) = self.watchdog.try_ref() {
             if let Some(w) = w.as_ref() {
                 self.watching.store(false, Ordering::Relaxed);
@@ -1337,6 +1493,177 @@ impl LoopCore {
         for r in &ready {
             r.release(py);
         }
-        drop((ready, timers, fds, signals));
+        drop((ready, timers, fds, signals, free, factory));
     }
+}
+
+/// `LoopCore.call_soon` as PyO3 generated it, for the argument shapes the fast entry
+/// leaves to it (no callback, unknown keywords): its checks and messages.
+static CALL_SOON_GENERIC: GILOnceCell<PyObject> = GILOnceCell::new();
+
+/// Replace two `LoopCore` methods by entries that skip PyO3's general ones:
+///
+/// * `call_soon`, entered with `METH_FASTCALL`: its two common shapes (`callback, *args`
+///   and `callback, *args, context=ctx`) are taken apart by hand instead of by PyO3's
+///   argument parser (a fifth of a `call_soon`); any other shape goes to the generated
+///   method, so errors stay the same.
+/// * `get_debug`, which the C `Future` and `Task` call once each when created: a plain
+///   `METH_NOARGS` read of the flag.
+pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
+    let ty = py.get_type::<LoopCore>();
+    let generic = ty.getattr(intern!(py, "__dict__"))?.get_item("call_soon")?;
+    let _ = CALL_SOON_GENERIC.set(py, generic.unbind());
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"call_soon".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: call_soon_fast,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: c"call_soon($self, callback, *args, context=None)\n--\n\n".as_ptr(),
+        },
+    )?;
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"get_debug".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunction: get_debug_fast,
+            },
+            ml_flags: ffi::METH_NOARGS,
+            ml_doc: c"get_debug($self)\n--\n\n".as_ptr(),
+        },
+    )
+}
+
+/// Put a method descriptor for `def` (kept for the life of the process) on `ty`.
+fn install_method(ty: &Bound<'_, pyo3::types::PyType>, def: ffi::PyMethodDef) -> PyResult<()> {
+    let def = Box::leak(Box::new(def));
+    let name = unsafe { std::ffi::CStr::from_ptr(def.ml_name) }
+        .to_str()
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let descr = unsafe {
+        Bound::from_owned_ptr_or_err(ty.py(), ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))?
+    };
+    ty.setattr(name, descr)
+}
+
+/// `get_debug()`. No PyO3 trampoline: reading an atomic flag cannot fail or panic, and
+/// nothing here is dropped but a `Bound` (a direct decref).
+unsafe extern "C" fn get_debug_fast(
+    slf: *mut ffi::PyObject,
+    _args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    unsafe {
+        // The method descriptor checked that `slf` is a LoopCore; the GIL is held.
+        let py = Python::assume_gil_acquired();
+        let this = Bound::from_borrowed_ptr(py, slf).downcast_into_unchecked::<LoopCore>();
+        let flag = if this.get().debug() {
+            ffi::Py_True()
+        } else {
+            ffi::Py_False()
+        };
+        ffi::Py_NewRef(flag)
+    }
+}
+
+unsafe extern "C" fn call_soon_fast(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    unsafe {
+        pyo3::impl_::trampoline::fastcall_with_keywords(
+            slf,
+            args,
+            nargsf,
+            kwnames,
+            call_soon_fast_impl,
+        )
+    }
+}
+
+/// # Safety
+/// The `METH_FASTCALL | METH_KEYWORDS` calling convention: `slf` is a `LoopCore` (the
+/// method descriptor checked it), `args` holds the positional arguments, then one
+/// value per name in `kwnames`.
+unsafe fn call_soon_fast_impl(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+    let positional = unsafe { std::slice::from_raw_parts(args, nargs as usize) };
+    let context = if kwnames.is_null() {
+        None
+    } else {
+        let names = unsafe { Bound::from_borrowed_ptr(py, kwnames).downcast_into_unchecked() };
+        if !is_just_context(&names)? {
+            return unsafe { call_soon_generic(py, slf, positional, kwnames, args) };
+        }
+        Some(unsafe { Bound::from_borrowed_ptr(py, *args.offset(nargs)) }.unbind())
+    };
+    let Some((&callback, rest)) = positional.split_first() else {
+        return unsafe { call_soon_generic(py, slf, positional, kwnames, args) };
+    };
+    let slf = unsafe { Bound::from_borrowed_ptr(py, slf).downcast_into_unchecked::<LoopCore>() };
+    let callback = unsafe { Bound::from_borrowed_ptr(py, callback) };
+    let rest = PyTuple::new(
+        py,
+        rest.iter()
+            .map(|&a| unsafe { Bound::from_borrowed_ptr(py, a) }),
+    )?;
+    LoopCore::call_soon(&slf, &callback, rest, context).map(|h| h.into_ptr())
+}
+
+/// Whether a call's keyword names are exactly `("context",)`. (`_asyncio` passes a name
+/// of its own, not the interned one, hence the text comparison.)
+fn is_just_context(names: &Bound<'_, PyTuple>) -> PyResult<bool> {
+    if names.len() != 1 {
+        return Ok(false);
+    }
+    let name = names.get_item(0)?;
+    if name.is(intern!(names.py(), "context")) {
+        return Ok(true);
+    }
+    // Keyword names are always str.
+    Ok(unsafe { ffi::PyUnicode_CompareWithASCIIString(name.as_ptr(), c"context".as_ptr()) } == 0)
+}
+
+/// Hand a call the fast entry does not take to the PyO3-generated `call_soon`.
+///
+/// # Safety
+/// As `call_soon_fast_impl`.
+unsafe fn call_soon_generic(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    positional: &[*mut ffi::PyObject],
+    kwnames: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    let generic = CALL_SOON_GENERIC
+        .get(py)
+        .ok_or_else(|| PyTypeError::new_err("call_soon is not initialised"))?;
+    let nkw = if kwnames.is_null() {
+        0
+    } else {
+        unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
+    };
+    let mut all = Vec::with_capacity(1 + positional.len() + nkw);
+    all.push(slf);
+    all.extend_from_slice(positional);
+    all.extend_from_slice(unsafe { std::slice::from_raw_parts(args.add(positional.len()), nkw) });
+    let result = unsafe {
+        ffi::PyObject_Vectorcall(
+            generic.as_ptr(),
+            all.as_ptr(),
+            positional.len() + 1,
+            kwnames,
+        )
+    };
+    unsafe { Bound::from_owned_ptr_or_err(py, result) }.map(Bound::into_ptr)
 }

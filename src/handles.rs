@@ -36,31 +36,36 @@ pub fn release(obj: &Bound<'_, PyAny>) {
     }
 }
 
-#[pyclass(module = "oxloop._oxloop", subclass, frozen, weakref)]
-pub struct Handle {
-    callback: GilCell<Option<PyObject>>,
-    args: GilCell<Option<Py<PyTuple>>>,
-    context: PyObject,
-    loop_: Py<LoopCore>,
-    cancelled: AtomicBool,
-    repr: GilCell<Option<String>>,
-    source_traceback: GilCell<Option<PyObject>>,
-    /// When it was queued to run (f64 bits), for the sampled ready-queue delay; 0: not
-    /// sampled.
-    queued_at: AtomicU64,
+/// Visit what a slot holds, if anything.
+fn visit_slot<T>(visit: &PyVisit<'_>, slot: &Option<Py<T>>) -> Result<(), PyTraverseError> {
+    match slot {
+        Some(obj) => visit.call(obj),
+        None => Ok(()),
+    }
 }
 
-impl Handle {
-    /// A handle for `callback(*args)`; `context=None` copies the current context.
-    /// `trace_depth`: in debug mode, how many caller frames to record.
-    pub fn make(
+/// The objects a handle holds. All empty only while the handle waits in its loop's free
+/// list (see `Handle::take_for_reuse`); a cancelled handle has no callback or arguments.
+#[derive(Default)]
+pub struct Slots {
+    callback: Option<PyObject>,
+    args: Option<Py<PyTuple>>,
+    context: Option<PyObject>,
+    loop_: Option<Py<LoopCore>>,
+    source_traceback: Option<PyObject>,
+}
+
+impl Slots {
+    /// What a handle for `callback(*args)` holds; `context=None` copies the current
+    /// context. `trace_depth`: in debug mode, how many caller frames to record.
+    pub fn new(
         py: Python<'_>,
         callback: PyObject,
         args: Py<PyTuple>,
         context: Option<PyObject>,
         loop_: Py<LoopCore>,
         trace_depth: Option<u32>,
-    ) -> PyResult<Handle> {
+    ) -> PyResult<Slots> {
         let context = match context {
             Some(c) if !c.is_none(py) => c,
             _ => unsafe {
@@ -71,15 +76,114 @@ impl Handle {
             Some(depth) => Some(helpers::get(py)?.extract_stack.call1(py, (depth,))?),
             None => None,
         };
-        Ok(Handle {
-            callback: GilCell::new(Some(callback)),
-            args: GilCell::new(Some(args)),
-            context,
-            loop_,
+        Ok(Slots {
+            callback: Some(callback),
+            args: Some(args),
+            context: Some(context),
+            loop_: Some(loop_),
+            source_traceback,
+        })
+    }
+
+    /// Drop everything now, with the GIL held (no deferral through PyO3's pool).
+    pub fn release(self, py: Python<'_>) {
+        fn now<T>(py: Python<'_>, obj: Option<Py<T>>) {
+            if let Some(o) = obj {
+                drop(o.into_bound(py));
+            }
+        }
+        now(py, self.callback);
+        now(py, self.args);
+        now(py, self.context);
+        now(py, self.loop_);
+        now(py, self.source_traceback);
+    }
+}
+
+/// Whether the loop may empty `handle` and reuse it: a plain `Handle` (no subclass) that
+/// only the caller's reference keeps alive and that no weak reference points to.
+pub fn reusable(handle: &Bound<'_, Handle>, handle_type: *mut ffi::PyTypeObject) -> bool {
+    let p = handle.as_ptr();
+    unsafe {
+        let tp = ffi::Py_TYPE(p);
+        if tp != handle_type || ffi::Py_REFCNT(p) != 1 {
+            return false;
+        }
+        let offset = (*tp).tp_weaklistoffset;
+        offset > 0 && (*p.cast::<u8>().offset(offset).cast::<*mut ffi::PyObject>()).is_null()
+    }
+}
+
+#[pyclass(module = "oxloop._oxloop", subclass, frozen, weakref)]
+pub struct Handle {
+    /// One cell for all of them: one borrow check to fill, run or empty a handle.
+    slots: GilCell<Slots>,
+    cancelled: AtomicBool,
+    repr: GilCell<Option<String>>,
+    /// When it was queued to run (f64 bits), for the sampled ready-queue delay; 0: not
+    /// sampled.
+    queued_at: AtomicU64,
+}
+
+impl Handle {
+    /// A handle holding `slots` (see `Slots::new`).
+    pub fn with_slots(slots: Slots) -> Handle {
+        Handle {
+            slots: GilCell::new(slots),
             cancelled: AtomicBool::new(false),
             repr: GilCell::new(None),
-            source_traceback: GilCell::new(source_traceback),
             queued_at: AtomicU64::new(0),
+        }
+    }
+
+    /// Give a handle emptied by `take_for_reuse` new `slots` to run.
+    pub fn refill(&self, py: Python<'_>, slots: Slots) -> PyResult<()> {
+        let old = std::mem::replace(&mut *self.slots.try_mut()?, slots);
+        old.release(py); // empty unless the caller broke the contract
+        self.cancelled.store(false, Ordering::Relaxed);
+        self.queued_at.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Empty a handle that ran and that nothing but the loop can reach, so the loop can
+    /// reuse it; what it held comes back, to be dropped once no state is borrowed (a
+    /// `__del__` may re-enter the loop).
+    pub fn take_for_reuse(&self) -> PyResult<Slots> {
+        let held = std::mem::take(&mut *self.slots.try_mut()?);
+        if self.repr.try_ref()?.is_some() {
+            *self.repr.try_mut()? = None;
+        }
+        Ok(held)
+    }
+
+    /// The loop this handle belongs to.
+    fn loop_of<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, LoopCore>> {
+        match self.slots.try_ref()?.loop_.as_ref() {
+            Some(l) => Ok(l.bind(py).clone()),
+            None => Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "oxloop internal error: handle has no loop",
+            )),
+        }
+    }
+
+    fn loop_debug(&self) -> bool {
+        match self.slots.try_ref() {
+            Ok(s) => s.loop_.as_ref().is_some_and(|l| l.get().debug()),
+            Err(_) => false,
+        }
+    }
+
+    fn source_traceback(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(match self.slots.try_ref()?.source_traceback.as_ref() {
+            Some(t) => t.clone_ref(py),
+            None => py.None(),
+        })
+    }
+
+    fn context_of(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(match self.slots.try_ref()?.context.as_ref() {
+            Some(c) => c.clone_ref(py),
+            None => py.None(),
         })
     }
 
@@ -111,14 +215,16 @@ impl Handle {
         if h.cancelled.swap(true, Ordering::Relaxed) {
             return Ok(());
         }
-        if h.loop_.get().debug() {
+        if h.loop_debug() {
             // Keep a repr so that debug messages can still name the callback.
             let text = Handle::repr_text(slf, false)?;
             *h.repr.try_mut()? = Some(text);
         }
-        let cb = h.callback.try_mut()?.take();
-        let args = h.args.try_mut()?.take();
-        drop((cb, args)); // after the borrows end: a __del__ may re-enter
+        let (cb, args) = {
+            let mut slots = h.slots.try_mut()?;
+            (slots.callback.take(), slots.args.take())
+        };
+        drop((cb, args)); // after the borrow ends: a __del__ may re-enter
         Ok(())
     }
 
@@ -128,15 +234,16 @@ impl Handle {
         let py = slf.py();
         let h = slf.get();
         // Bound (not Py) clones: dropping them needs no check of who holds the GIL.
-        let (cb, args) = {
-            let cb = h.callback.try_ref()?;
-            let args = h.args.try_ref()?;
-            match (cb.as_ref(), args.as_ref()) {
-                (Some(c), Some(a)) => (c.bind(py).clone(), a.bind(py).clone()),
-                _ => return Ok(()), // cancelled meanwhile
+        let (cb, args, ctx) = {
+            let slots = h.slots.try_ref()?;
+            match (&slots.callback, &slots.args, &slots.context) {
+                (Some(c), Some(a), Some(x)) => {
+                    (c.bind(py).clone(), a.bind(py).clone(), x.bind(py).clone())
+                }
+                _ => return Ok(()), // cancelled meanwhile (or emptied: nothing to run)
             }
         };
-        let ctx = h.context.as_ptr();
+        let ctx = ctx.as_ptr();
         if unsafe { ffi::PyContext_Enter(ctx) } != 0 {
             let err = PyErr::fetch(py);
             return Handle::report(slf, cb.unbind(), args.unbind(), err);
@@ -159,7 +266,7 @@ impl Handle {
         if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
             return Err(err);
         }
-        let debug = slf.get().loop_.get().debug();
+        let debug = slf.get().loop_debug();
         let source = helpers::get(py)?
             .format_callback_source
             .call1(py, (cb, args, debug))?;
@@ -167,10 +274,11 @@ impl Handle {
         context.set_item("message", format!("Exception in callback {source}"))?;
         context.set_item("exception", err.value(py))?;
         context.set_item("handle", slf)?;
-        if let Some(tb) = slf.get().source_traceback.try_ref()?.as_ref() {
+        let tb = slf.get().source_traceback(py)?;
+        if !tb.is_none(py) {
             context.set_item("source_traceback", tb)?;
         }
-        let lp = slf.get().loop_.bind(py);
+        let lp = slf.get().loop_of(py)?;
         lp.call_method1("call_exception_handler", (context,))?;
         Ok(())
     }
@@ -195,28 +303,23 @@ impl Handle {
             info.insert(pos, format!("when={when}"));
         }
         let cb_args = {
-            let cb = h.callback.try_ref()?;
-            let args = h.args.try_ref()?;
-            cb.as_ref()
-                .map(|c| (c.clone_ref(py), args.as_ref().map(|a| a.clone_ref(py))))
+            let slots = h.slots.try_ref()?;
+            let args = slots.args.as_ref().map(|a| a.clone_ref(py));
+            slots.callback.as_ref().map(|c| (c.clone_ref(py), args))
         };
         if let Some((cb, args)) = cb_args {
             let args: PyObject = match args {
                 Some(a) => a.into_any(),
                 None => py.None(),
             };
-            let debug = h.loop_.get().debug();
+            let debug = h.loop_debug();
             let source = helpers::get(py)?
                 .format_callback_source
                 .call1(py, (cb, args, debug))?;
             info.push(source.bind(py).str()?.to_string());
         }
-        let tb = h
-            .source_traceback
-            .try_ref()?
-            .as_ref()
-            .map(|t| t.clone_ref(py));
-        if let Some(tb) = tb {
+        let tb = h.source_traceback(py)?;
+        if !tb.is_none(py) {
             let tb = tb.bind(py);
             if tb.len()? > 0 {
                 let frame = tb.get_item(-1)?;
@@ -239,8 +342,8 @@ impl Handle {
         self.is_cancelled()
     }
 
-    fn get_context(&self, py: Python<'_>) -> PyObject {
-        self.context.clone_ref(py)
+    fn get_context(&self, py: Python<'_>) -> PyResult<PyObject> {
+        self.context_of(py)
     }
 
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -254,7 +357,7 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> PyResult<PyObject> {
-        Ok(match self.callback.try_ref()?.as_ref() {
+        Ok(match self.slots.try_ref()?.callback.as_ref() {
             Some(c) => c.clone_ref(py),
             None => py.None(),
         })
@@ -262,28 +365,25 @@ impl Handle {
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> PyResult<PyObject> {
-        Ok(match self.args.try_ref()?.as_ref() {
+        Ok(match self.slots.try_ref()?.args.as_ref() {
             Some(a) => a.clone_ref(py).into_any(),
             None => py.None(),
         })
     }
 
     #[getter]
-    fn _context(&self, py: Python<'_>) -> PyObject {
-        self.context.clone_ref(py)
+    fn _context(&self, py: Python<'_>) -> PyResult<PyObject> {
+        self.context_of(py)
     }
 
     #[getter]
-    fn _loop(&self, py: Python<'_>) -> Py<LoopCore> {
-        self.loop_.clone_ref(py)
+    fn _loop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, LoopCore>> {
+        self.loop_of(py)
     }
 
     #[getter]
     fn _source_traceback(&self, py: Python<'_>) -> PyResult<PyObject> {
-        Ok(match self.source_traceback.try_ref()?.as_ref() {
-            Some(t) => t.clone_ref(py),
-            None => py.None(),
-        })
+        self.source_traceback(py)
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
@@ -291,30 +391,24 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(cb) = self.callback.peek() {
-            if let Some(cb) = cb.as_ref() {
-                visit.call(cb)?;
-            }
-        }
-        if let Some(args) = self.args.peek() {
-            if let Some(args) = args.as_ref() {
-                visit.call(args)?;
-            }
-        }
-        if let Some(tb) = self.source_traceback.peek() {
-            if let Some(tb) = tb.as_ref() {
-                visit.call(tb)?;
-            }
-        }
-        visit.call(&self.context)?;
-        visit.call(&self.loop_)?;
-        Ok(())
+        // Skipped while borrowed.
+        let Some(slots) = self.slots.peek() else {
+            return Ok(());
+        };
+        visit_slot(&visit, &slots.callback)?;
+        visit_slot(&visit, &slots.args)?;
+        visit_slot(&visit, &slots.source_traceback)?;
+        visit_slot(&visit, &slots.context)?;
+        visit_slot(&visit, &slots.loop_)
     }
 
     fn __clear__(&self) {
-        let cb = self.callback.try_mut().ok().and_then(|mut c| c.take());
-        let args = self.args.try_mut().ok().and_then(|mut a| a.take());
-        drop((cb, args));
+        let taken = self
+            .slots
+            .try_mut()
+            .ok()
+            .map(|mut s| (s.callback.take(), s.args.take()));
+        drop(taken);
     }
 }
 
@@ -349,7 +443,7 @@ impl TimerHandle {
     fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
         let base = slf.as_super();
         if !base.get().is_cancelled() && slf.get().scheduled.load(Ordering::Relaxed) {
-            base.get().loop_.get().timer_cancelled()?;
+            base.get().loop_of(slf.py())?.get().timer_cancelled()?;
         }
         Handle::cancel_base(base)
     }

@@ -22,6 +22,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
+    event_loop::install_fast_paths(m.py())?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<stream::StreamTransport>()?;

@@ -19,7 +19,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
 use crate::event_loop::LoopCore;
-use crate::handles::Handle;
+use crate::handles::{Handle, Slots};
 use crate::helpers;
 use crate::sockaddr::Addr;
 use crate::transport::{
@@ -297,7 +297,7 @@ impl StreamTransport {
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let cb = slf.getattr(Self::handler_name(py, writer))?;
-        let handle = Handle::make(
+        let slots = Slots::new(
             py,
             cb.unbind(),
             PyTuple::empty(py).unbind(),
@@ -305,7 +305,7 @@ impl StreamTransport {
             core.clone().unbind(),
             None,
         )?;
-        Py::new(py, handle)
+        Py::new(py, Handle::with_slots(slots))
     }
 
     fn call_soon(slf: &Bound<'_, Self>, method: &Bound<'_, PyAny>, arg: PyObject) -> PyResult<()> {

@@ -38,7 +38,6 @@ _set_helpers(
 
 _PY311 = sys.version_info >= (3, 11)
 _PY312 = sys.version_info >= (3, 12)
-_PY313 = sys.version_info >= (3, 13)
 _DEBUG_STACK_DEPTH = 10
 
 
@@ -199,28 +198,7 @@ class Loop(
 
     # ----------------------------------------------------------- futures/tasks
 
-    def create_future(self):
-        return futures.Future(loop=self)
-
-    def create_task(self, coro, *, name=None, context=None):
-        self._check_closed()
-        factory = self._task_factory
-        if factory is None:
-            if _PY311:
-                return tasks.Task(coro, loop=self, name=name, context=context)
-            if context is not None:
-                raise TypeError("create_task() got an unexpected keyword argument 'context'")
-            return tasks.Task(coro, loop=self, name=name)
-        if context is None:
-            task = factory(self, coro)
-        else:
-            task = factory(self, coro, context=context)
-        if name is not None:
-            if _PY313:
-                task.set_name(name)
-            else:
-                tasks._set_task_name(task, name)
-        return task
+    # create_future and create_task are LoopCore's (Rust); _task_factory is its property.
 
     def set_task_factory(self, factory) -> None:
         if factory is not None and not callable(factory):

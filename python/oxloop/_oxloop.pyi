@@ -1,6 +1,7 @@
 """Type stubs for the Rust extension `oxloop._oxloop` (loop core, handles, transports)."""
 
-from collections.abc import Callable, Iterable
+import asyncio
+from collections.abc import Callable, Coroutine, Iterable
 from contextvars import Context
 from typing import Any
 
@@ -37,6 +38,15 @@ class LoopCore:
         *args: Any,
         context: Context | None = None,
     ) -> TimerHandle: ...
+    _task_factory: Callable[..., Any] | None
+    def create_future(self) -> asyncio.Future[Any]: ...
+    def create_task(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        *,
+        name: object = None,
+        context: Context | None = None,
+    ) -> asyncio.Task[Any]: ...
     def get_debug(self) -> bool: ...
     def set_debug(self, enabled: bool) -> None: ...
     def is_running(self) -> bool: ...
