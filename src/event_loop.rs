@@ -1093,8 +1093,10 @@ impl LoopCore {
 
     // get_debug: see install_fast_paths.
 
-    fn set_debug(&self, enabled: bool) {
-        self.debug.store(enabled, Ordering::Relaxed);
+    /// Any object, by its truth (stock accepts `set_debug(0)`).
+    fn set_debug(&self, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.debug.store(enabled.is_truthy()?, Ordering::Relaxed);
+        Ok(())
     }
 
     #[getter]

@@ -34,3 +34,12 @@ def test_futures_and_tasks_see_debug_mode(any_loop):
     assert any_loop.run_until_complete(work())
     any_loop.set_debug(False)
     assert not any_loop.create_future()._source_traceback
+
+
+@pytest.mark.parametrize("value", [0, 1, "", "yes", None])
+def test_set_debug_takes_any_object_by_its_truth(any_loop, value):
+    any_loop.set_debug(value)
+    try:
+        assert bool(any_loop.get_debug()) == bool(value)
+    finally:
+        any_loop.set_debug(False)
