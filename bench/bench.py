@@ -15,10 +15,13 @@ How it measures:
   ceiling row of the echo and TLS tables.
 * Loops take turns round by round (A B C D, B C D A, ...). Every figure is the median over
   rounds; ratios are medians of the per-round ratios against uvloop.
-* Network figures: requests per second and the server's CPU time per request, user and
-  system apart, from /proc/PID/stat (utime/stime, clock ticks) read by the load generator
-  at both ends of the measured window; p50/p99 latency as the client sees it. One request
-  in flight per connection; every byte checked.
+* Network figures: requests per second and the server's CPU time per request, read by the
+  load generator at both ends of the measured window: the total from the scheduler's exact
+  run time (/proc/PID/task/*/schedstat, nanoseconds), split into user and system in the
+  proportion of /proc/PID/stat's utime/stime (clock ticks; on a kernel with tick-sampled
+  accounting the split is sampled, the total is not); where schedstat is missing, the ticks
+  alone. p50/p99 latency as the client sees it. One request in flight per connection;
+  every byte checked.
 * Micro-benchmarks (bench/micro.py) run in one worker process per loop, a fresh loop per
   measurement: operations per CPU second of the process (user + system).
 * Memory: server RSS (VmRSS) growth per idle connection with 10k connections open, each
@@ -121,6 +124,17 @@ class Cpus:
         if self.client is None:
             return "not pinned"
         return f"servers on CPU {min(self.server)}, load generator on CPU {min(self.client)}"
+
+
+def server_cpu_us(r, n):
+    """The server's (user, system) CPU microseconds per request from a loadgen result: the
+    exact run time (`server_cpu_ns`) split in the proportion of the sampled utime/stime
+    ticks; the ticks alone where the run time is missing (-1) or no tick was sampled."""
+    ut, st, ns = r["server_utime_ticks"], r["server_stime_ticks"], r.get("server_cpu_ns", -1)
+    if ns < 0 or ut + st == 0:
+        return ut / CLK_TCK / n * 1e6, st / CLK_TCK / n * 1e6
+    total = ns / 1e3 / n
+    return total * ut / (ut + st), total * st / (ut + st)
 
 
 def make_cert(tmp):
@@ -264,8 +278,7 @@ class Bench:
         n = r["requests"]
         if n == 0:
             raise RuntimeError(f"{key} on {label}: no request completed")
-        user = r["server_utime_ticks"] / CLK_TCK / n * 1e6
-        sys_ = r["server_stime_ticks"] / CLK_TCK / n * 1e6
+        user, sys_ = server_cpu_us(r, n)
         client = (r["client_utime_ticks"] + r["client_stime_ticks"]) / CLK_TCK / r["elapsed"]
         self.add(
             key,

@@ -15,7 +15,9 @@
 //!
 //! echo/http run `--warmup` seconds, then measure for `--duration` seconds: requests that
 //! complete in that window are counted and their latencies kept. With `--server-pid`, the
-//! server's utime/stime (clock ticks, /proc/PID/stat) are read at both ends of the window.
+//! server's utime/stime (clock ticks, /proc/PID/stat) and its exact run time (ns, summed
+//! over /proc/PID/task/*/schedstat; -1 where the kernel has no schedstat) are read at both
+//! ends of the window.
 //! With `--requests N` instead (the fixed-count mode, for instruction counts under
 //! callgrind), echo/http do exactly N requests in all, spread over the connections (the
 //! first N % conns connections do one more), every one checked and counted, with no warm-up,
@@ -148,6 +150,22 @@ fn proc_cpu_ticks(pid: &str) -> (u64, u64) {
     // rest starts at field 3 (state); utime and stime are fields 14 and 15.
     let num = |i: usize| -> u64 { f.get(i).and_then(|s| s.parse().ok()).unwrap_or(0) };
     (num(11), num(12))
+}
+
+/// Nanoseconds a process (all its threads) has run on a CPU, from
+/// /proc/PID/task/*/schedstat (the scheduler's own accounting: exact, unlike the tick-
+/// sampled utime/stime). None where schedstat is missing (CONFIG_SCHED_INFO off).
+fn proc_cpu_ns(pid: &str) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        // A thread that ended between the listing and the read no longer counts.
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 struct Shared {
@@ -519,6 +537,7 @@ async fn run_load(args: Args) {
     }
     let pid = args.server_pid.map(|p| p.to_string());
     let server0 = pid.as_deref().map(proc_cpu_ticks);
+    let server_ns0 = pid.as_deref().and_then(proc_cpu_ns);
     let self0 = proc_cpu_ticks("self");
     let t0 = Instant::now();
     shared.phase.set(MEASURE);
@@ -536,6 +555,7 @@ async fn run_load(args: Args) {
     shared.phase.set(STOP);
     let elapsed = t0.elapsed().as_secs_f64();
     let server1 = pid.as_deref().map(proc_cpu_ticks);
+    let server_ns1 = pid.as_deref().and_then(proc_cpu_ns);
     let self1 = proc_cpu_ticks("self");
     let mut lat = shared.latencies_ns.take();
     lat.sort_unstable();
@@ -548,9 +568,14 @@ async fn run_load(args: Args) {
         (Some(a), Some(b)) => (b.0 - a.0, b.1 - a.1),
         _ => (0, 0),
     };
+    // -1: not measured (no schedstat).
+    let server_ns = match (server_ns0, server_ns1) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as i64,
+        _ => -1,
+    };
     println!(
         "{{\"requests\": {}, \"elapsed\": {:.6}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \
-         \"server_utime_ticks\": {}, \"server_stime_ticks\": {}, \
+         \"server_utime_ticks\": {}, \"server_stime_ticks\": {}, \"server_cpu_ns\": {}, \
          \"client_utime_ticks\": {}, \"client_stime_ticks\": {}}}",
         lat.len(),
         elapsed,
@@ -558,6 +583,7 @@ async fn run_load(args: Args) {
         percentile(&lat, 0.99),
         su,
         ss,
+        server_ns,
         self1.0 - self0.0,
         self1.1 - self0.1
     );
