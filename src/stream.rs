@@ -388,22 +388,6 @@ impl StreamTransport {
         Self::call_soon(slf, &cb, exc.unwrap_or_else(|| py.None()))
     }
 
-    /// Run a protocol callback; its failure becomes a fatal error with `message`.
-    fn protocol_call(
-        slf: &Bound<'_, Self>,
-        result: PyResult<Bound<'_, PyAny>>,
-        message: &str,
-    ) -> PyResult<Option<PyObject>> {
-        match result {
-            Ok(v) => Ok(Some(v.unbind())),
-            Err(e) if must_propagate(slf.py(), &e) => Err(e),
-            Err(e) => {
-                Self::fatal_error(slf, e, message)?;
-                Ok(None)
-            }
-        }
-    }
-
     fn read_error(&self) -> &'static str {
         if self.kind == Kind::Socket {
             "Fatal read error on socket transport"
@@ -460,18 +444,17 @@ impl StreamTransport {
         let result = with_read_buf(|buf| {
             let n =
                 unsafe { libc::read(this.fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
-            if n < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(new_bytes(py, &buf[..n as usize]))
+            match n {
+                n if n < 0 => Err(std::io::Error::last_os_error()),
+                0 => Ok(None),
+                n => Ok(Some((n as usize, new_bytes(py, &buf[..n as usize])))),
             }
         })?;
         match result {
             Err(e) if is_retry(&e) => Ok(()),
             Err(e) => Self::fatal_error(slf, os_error(&e), this.read_error()),
-            Ok(data) if data.as_bytes().is_empty() => Self::on_eof(slf, protocol),
-            Ok(data) => {
-                let n = data.as_bytes().len();
+            Ok(None) => Self::on_eof(slf, protocol),
+            Ok(Some((n, data))) => {
                 if let Some(core) = core {
                     core.get().note_io(n, 0);
                     if n == MAX_READ {
@@ -506,7 +489,7 @@ impl StreamTransport {
                 Ok(view)
             });
         let Some(view) =
-            Self::protocol_call_value(slf, got, "Fatal error: protocol.get_buffer() call failed.")?
+            Self::protocol_call(slf, got, "Fatal error: protocol.get_buffer() call failed.")?
         else {
             return Ok(());
         };
@@ -538,7 +521,9 @@ impl StreamTransport {
         .map(drop)
     }
 
-    fn protocol_call_value<T>(
+    /// Take a protocol callback's result; its failure becomes a fatal error with
+    /// `message` (but SystemExit and KeyboardInterrupt, which propagate).
+    fn protocol_call<T>(
         slf: &Bound<'_, Self>,
         result: PyResult<T>,
         message: &str,
@@ -576,7 +561,7 @@ impl StreamTransport {
         else {
             return Ok(());
         };
-        if keep_open.bind(py).is_truthy()? {
+        if keep_open.is_truthy()? {
             Self::set_reading(slf, false)
         } else {
             Self::close_impl(slf)
