@@ -1296,10 +1296,10 @@ static IS_CLOSING_GENERIC: GILOnceCell<PyObject> = GILOnceCell::new();
 /// Replace the two transport methods a protocol calls per message by direct entries
 /// (no PyO3 trampoline, argument parser or second type check):
 ///
-/// * `write`, entered with `METH_FASTCALL`: one `bytes` with nothing queued and nothing
-///   in the way is sent there and then; anything else (other types, queued data, a
-///   closed transport, keywords, a wrong count) goes to the generated method, so results
-///   and errors stay the same. A partial send continues in `write_rest`.
+/// * `write`, entered with `METH_FASTCALL`: bytes-like data with nothing queued and
+///   nothing in the way is sent there and then; anything else (other types, queued data,
+///   a closed transport, keywords, a wrong count) goes to the generated method, so
+///   results and errors stay the same. A partial send continues in `write_rest`.
 /// * `is_closing` (asyncio streams ask it on every `drain()`): `METH_NOARGS`.
 pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
     let ty = py.get_type::<StreamTransport>();
@@ -1341,21 +1341,34 @@ enum Attempt {
 }
 
 impl StreamTransport {
-    /// The direct part of `write(data)`: an exact non-empty `bytes` with nothing queued,
+    /// The direct part of `write(data)`: non-empty bytes-like data with nothing queued,
     /// the transport open, no `write_eof` and no `sendfile` under way (the checks of
     /// `write_impl`, none of which can fail here) is sent now. Drops no Python object.
-    ///
-    /// # Safety
-    /// The GIL is held and `data` is a live object.
-    unsafe fn write_now(&self, data: *mut ffi::PyObject) -> Attempt {
-        if unsafe { ffi::PyBytes_CheckExact(data) } == 0 {
+    fn write_now(&self, data: &Bound<'_, PyAny>) -> Attempt {
+        let p = data.as_ptr();
+        if unsafe { ffi::PyBytes_CheckExact(p) } != 0 {
+            // SAFETY: an exact bytes, alive for this call.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(ffi::PyBytes_AS_STRING(p) as *const u8, {
+                    ffi::Py_SIZE(p) as usize
+                })
+            };
+            return self.send_now(bytes);
+        }
+        if !ByteView::accepts(data) {
             return Attempt::Generic;
         }
-        let len = unsafe { ffi::Py_SIZE(data) } as usize;
+        match ByteView::new(data) {
+            Ok(view) => self.send_now(view.as_slice()),
+            Err(_) => Attempt::Generic,
+        }
+    }
+
+    fn send_now(&self, bytes: &[u8]) -> Attempt {
         let Ok(st) = self.st.try_ref() else {
             return Attempt::Generic;
         };
-        if len == 0
+        if bytes.is_empty()
             || st.eof
             || st.empty_waiter.is_some()
             || st.conn_lost > 0
@@ -1364,9 +1377,8 @@ impl StreamTransport {
         {
             return Attempt::Generic;
         }
-        let bytes = unsafe { bytes_of(data, len) };
         match send_once(self.fd, bytes, self.sink()) {
-            Ok(n) if n == len => {
+            Ok(n) if n == bytes.len() => {
                 if let Some(core) = &st.loop_ {
                     core.get().note_io(0, n);
                 }
@@ -1375,14 +1387,6 @@ impl StreamTransport {
             other => Attempt::Rest(other),
         }
     }
-}
-
-/// The contents of an exact `bytes` of `len` bytes.
-///
-/// # Safety
-/// `data` is a live exact `bytes` of length `len`, kept alive while the slice is used.
-unsafe fn bytes_of<'a>(data: *mut ffi::PyObject, len: usize) -> &'a [u8] {
-    unsafe { std::slice::from_raw_parts(ffi::PyBytes_AS_STRING(data) as *const u8, len) }
 }
 
 unsafe extern "C" fn write_fast(
@@ -1400,18 +1404,16 @@ unsafe extern "C" fn write_fast(
             // The method descriptor checked that `slf` is a StreamTransport; the GIL is
             // held.
             let py = Python::assume_gil_acquired();
-            let data = *args;
+            let data = Borrowed::from_ptr(py, *args);
             let any = Borrowed::from_ptr(py, slf);
             let this = any.downcast_unchecked::<StreamTransport>();
-            match this.get().write_now(data) {
+            match this.get().write_now(&data) {
                 Attempt::Done => ffi::Py_NewRef(ffi::Py_None()),
                 Attempt::Generic => call_generic(&WRITE_GENERIC, slf, args, nargsf, kwnames),
                 Attempt::Rest(first) => Python::with_gil(|py| {
-                    let any = Borrowed::from_ptr(py, slf);
-                    let slf = any.downcast_unchecked::<StreamTransport>();
-                    let data = Borrowed::from_ptr(py, data);
-                    let bytes = bytes_of(data.as_ptr(), ffi::Py_SIZE(data.as_ptr()) as usize);
-                    let r = StreamTransport::write_rest(slf, &data, bytes, Some(first));
+                    let r = ByteView::new(&data).and_then(|view| {
+                        StreamTransport::write_rest(this, &data, view.as_slice(), Some(first))
+                    });
                     into_ptr(py, r.map(|()| py.None()))
                 }),
             }

@@ -40,18 +40,24 @@ impl ByteView {
             }
             return Ok(ByteView { view, held: false });
         }
-        let bytes_like = unsafe {
-            ffi::PyBytes_Check(p) != 0
-                || ffi::PyByteArray_Check(p) != 0
-                || ffi::PyMemoryView_Check(p) != 0
-        };
-        if !bytes_like {
+        if !ByteView::accepts(obj) {
             return Err(PyTypeError::new_err(format!(
                 "data argument must be a bytes-like object, not '{}'",
                 obj.get_type().name()?
             )));
         }
         ByteView::with_flags(obj, ffi::PyBUF_SIMPLE)
+    }
+
+    /// Whether `new` takes `obj`: a `bytes`, `bytearray` or `memoryview` (or subclass).
+    #[inline]
+    pub fn accepts(obj: &Bound<'_, PyAny>) -> bool {
+        let p = obj.as_ptr();
+        unsafe {
+            ffi::PyBytes_Check(p) != 0
+                || ffi::PyByteArray_Check(p) != 0
+                || ffi::PyMemoryView_Check(p) != 0
+        }
     }
 
     /// The bytes of any object with the buffer protocol (`memoryview(obj)`); None for

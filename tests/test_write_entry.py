@@ -110,7 +110,11 @@ def fill_send_buffer(sock):
         sent += chunk[:n]
 
 
-def test_first_send_that_would_block_queues_and_pauses(any_loop, pair):
+KINDS = {"bytes": bytes, "bytearray": bytearray, "memoryview": memoryview}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_first_send_that_would_block_queues_and_pauses(any_loop, pair, kind):
     """The direct entry's send finds the kernel buffer full: the data is queued, the
     protocol paused (high water mark 0) and everything arrives in order."""
     a, b = pair
@@ -120,7 +124,7 @@ def test_first_send_that_would_block_queues_and_pauses(any_loop, pair):
         transport.set_write_buffer_limits(high=0)
         filled = fill_send_buffer(a)
         msg = payload(1000, seed=5)
-        transport.write(msg)
+        transport.write(KINDS[kind](msg))
         queued = transport.get_write_buffer_size()
         flow = list(proto.flow)
         transport.close()
@@ -135,13 +139,14 @@ def test_first_send_that_would_block_queues_and_pauses(any_loop, pair):
     assert flow_after == [("pause", 1000), ("resume", 0)]
 
 
-def test_partial_first_send_keeps_the_rest(any_loop, pair):
+@pytest.mark.parametrize("kind", KINDS)
+def test_partial_first_send_keeps_the_rest(any_loop, pair, kind):
     a, b = pair
 
     async def main():
         transport, proto = await transport_over(any_loop, a)
         msg = payload(4 << 20, seed=7)
-        transport.write(msg)
+        transport.write(KINDS[kind](msg))
         queued = transport.get_write_buffer_size()
         transport.write(b"tail")
         transport.close()
