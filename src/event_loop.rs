@@ -764,7 +764,7 @@ impl LoopCore {
         Self::run_ready(slf)
     }
 
-    fn set_reader_or_writer(
+    pub(crate) fn set_reader_or_writer(
         slf: &Bound<'_, Self>,
         fileobj: &Bound<'_, PyAny>,
         callback: &Bound<'_, PyAny>,
