@@ -764,7 +764,7 @@ impl LoopCore {
         Self::run_ready(slf)
     }
 
-    fn set_reader_or_writer(
+    pub(crate) fn set_reader_or_writer(
         slf: &Bound<'_, Self>,
         fileobj: &Bound<'_, PyAny>,
         callback: &Bound<'_, PyAny>,
@@ -1540,7 +1540,10 @@ pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
 }
 
 /// Put a method descriptor for `def` (kept for the life of the process) on `ty`.
-fn install_method(ty: &Bound<'_, pyo3::types::PyType>, def: ffi::PyMethodDef) -> PyResult<()> {
+pub(crate) fn install_method(
+    ty: &Bound<'_, pyo3::types::PyType>,
+    def: ffi::PyMethodDef,
+) -> PyResult<()> {
     let def = Box::leak(Box::new(def));
     let name = unsafe { std::ffi::CStr::from_ptr(def.ml_name) }
         .to_str()

@@ -26,6 +26,7 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<stream::StreamTransport>()?;
+    stream::install_fast_paths(m.py())?;
     m.add_class::<udp::DatagramTransport>()?;
     m.add_function(wrap_pyfunction!(helpers::_set_helpers, m)?)?;
     sock::register(m)?;

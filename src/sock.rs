@@ -14,7 +14,7 @@ use std::os::fd::RawFd;
 
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyBytes, PyFloat, PyInt, PyType};
+use pyo3::types::{PyBytes, PyFloat, PyInt, PyTuple, PyType};
 use pyo3::{ffi, intern, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
@@ -181,13 +181,16 @@ impl SockWaiter {
                 handle: GilCell::new(None),
             },
         )?;
-        let add = if writer {
-            intern!(py, "_add_writer")
-        } else {
-            intern!(py, "_add_reader")
-        };
-        let handle = lp.call_method1(add, (fd, &waiter))?;
-        *waiter.get().handle.try_mut()? = Some(handle.downcast_into::<Handle>()?.unbind());
+        // `loop._add_reader(fd, waiter)` (or `_add_writer`), without the method call.
+        let fd_obj = fd.into_pyobject(py)?;
+        let handle = LoopCore::set_reader_or_writer(
+            lp,
+            fd_obj.as_any(),
+            waiter.as_any(),
+            PyTuple::empty(py),
+            writer,
+        )?;
+        *waiter.get().handle.try_mut()? = Some(handle);
         fut.call_method1(intern!(py, "add_done_callback"), (&waiter,))?;
         Ok(fut)
     }

@@ -15,17 +15,18 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyString, PyTuple};
-use pyo3::{intern, PyTraverseError, PyVisit};
+use pyo3::{intern, Borrowed, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
+use crate::event_loop::install_method;
 use crate::event_loop::LoopCore;
 use crate::handles::{Handle, Slots};
 use crate::helpers;
 use crate::sockaddr::Addr;
 use crate::transport::{
-    log_fatal_os_error, logger, loop_core, loop_object, must_propagate, new_bytes, notify_flow,
-    recycle_bytes, report, with_read_buf, FlowChange, FlowControl,
-    LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
+    call_generic, guarded, into_ptr, log_fatal_os_error, logger, loop_core, loop_object,
+    must_propagate, new_bytes, notify_flow, recycle_bytes, report, with_read_buf, FlowChange,
+    FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
 };
 use crate::wbuf::{is_retry, os_error, send_once, ByteView, Sink, WriteQueue};
 
@@ -387,22 +388,6 @@ impl StreamTransport {
         Self::call_soon(slf, &cb, exc.unwrap_or_else(|| py.None()))
     }
 
-    /// Run a protocol callback; its failure becomes a fatal error with `message`.
-    fn protocol_call(
-        slf: &Bound<'_, Self>,
-        result: PyResult<Bound<'_, PyAny>>,
-        message: &str,
-    ) -> PyResult<Option<PyObject>> {
-        match result {
-            Ok(v) => Ok(Some(v.unbind())),
-            Err(e) if must_propagate(slf.py(), &e) => Err(e),
-            Err(e) => {
-                Self::fatal_error(slf, e, message)?;
-                Ok(None)
-            }
-        }
-    }
-
     fn read_error(&self) -> &'static str {
         if self.kind == Kind::Socket {
             "Fatal read error on socket transport"
@@ -459,18 +444,17 @@ impl StreamTransport {
         let result = with_read_buf(|buf| {
             let n =
                 unsafe { libc::read(this.fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
-            if n < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(new_bytes(py, &buf[..n as usize]))
+            match n {
+                n if n < 0 => Err(std::io::Error::last_os_error()),
+                0 => Ok(None),
+                n => Ok(Some((n as usize, new_bytes(py, &buf[..n as usize])))),
             }
         })?;
         match result {
             Err(e) if is_retry(&e) => Ok(()),
             Err(e) => Self::fatal_error(slf, os_error(&e), this.read_error()),
-            Ok(data) if data.as_bytes().is_empty() => Self::on_eof(slf, protocol),
-            Ok(data) => {
-                let n = data.as_bytes().len();
+            Ok(None) => Self::on_eof(slf, protocol),
+            Ok(Some((n, data))) => {
                 if let Some(core) = core {
                     core.get().note_io(n, 0);
                     if n == MAX_READ {
@@ -505,7 +489,7 @@ impl StreamTransport {
                 Ok(view)
             });
         let Some(view) =
-            Self::protocol_call_value(slf, got, "Fatal error: protocol.get_buffer() call failed.")?
+            Self::protocol_call(slf, got, "Fatal error: protocol.get_buffer() call failed.")?
         else {
             return Ok(());
         };
@@ -537,7 +521,9 @@ impl StreamTransport {
         .map(drop)
     }
 
-    fn protocol_call_value<T>(
+    /// Take a protocol callback's result; its failure becomes a fatal error with
+    /// `message` (but SystemExit and KeyboardInterrupt, which propagate).
+    fn protocol_call<T>(
         slf: &Bound<'_, Self>,
         result: PyResult<T>,
         message: &str,
@@ -575,7 +561,7 @@ impl StreamTransport {
         else {
             return Ok(());
         };
-        if keep_open.bind(py).is_truthy()? {
+        if keep_open.is_truthy()? {
             Self::set_reading(slf, false)
         } else {
             Self::close_impl(slf)
@@ -637,9 +623,9 @@ impl StreamTransport {
         notify_flow(slf, change, lp, protocol)
     }
 
-    /// The checks both `write` and `writelines` make. Ok(false): nothing to do.
-    fn write_checks(&self, py: Python<'_>, what: &str) -> PyResult<bool> {
-        let mut st = self.st.try_mut()?;
+    /// What `write` and `writelines` refuse: after `write_eof()` or during `sendfile`.
+    fn write_allowed(&self, what: &str) -> PyResult<()> {
+        let st = self.st.try_ref()?;
         if st.eof {
             return Err(PyRuntimeError::new_err(format!(
                 "Cannot call {what}() after write_eof()"
@@ -650,6 +636,13 @@ impl StreamTransport {
                 "unable to {what}; sendfile is in progress"
             )));
         }
+        Ok(())
+    }
+
+    /// A write once the connection is lost (or a write pipe closes) is dropped, counted,
+    /// and past a few logged. Ok(true): dropped.
+    fn write_dropped(&self, py: Python<'_>) -> PyResult<bool> {
+        let mut st = self.st.try_mut()?;
         if st.conn_lost > 0 || (self.kind == Kind::WritePipe && st.closing) {
             if st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES {
                 let msg = if self.kind == Kind::Socket {
@@ -660,9 +653,67 @@ impl StreamTransport {
                 logger(py)?.call_method1("warning", (msg,))?;
             }
             st.conn_lost += 1;
-            return Ok(false);
+            return Ok(true);
         }
-        Ok(true)
+        Ok(false)
+    }
+
+    /// `write(data)`, in the stock order: the type, `write_eof`/`sendfile`, nothing to
+    /// write, a lost connection; then a send at once if nothing is queued.
+    fn write_impl(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let view = ByteView::new(data)?;
+        this.write_allowed("write")?;
+        let bytes = view.as_slice();
+        if bytes.is_empty() || this.write_dropped(py)? {
+            return Ok(());
+        }
+        let first = if this.st.try_ref()?.wbuf.is_empty() {
+            Some(send_once(this.fd, bytes, this.sink()))
+        } else {
+            None
+        };
+        Self::write_rest(slf, data, bytes, first)
+    }
+
+    /// The rest of a `write` of `bytes` (the contents of `data`) after its first send
+    /// (`first`; None when something was queued already): count what was sent, queue
+    /// what was not and watch for writability, pause the protocol past the high mark.
+    fn write_rest(
+        slf: &Bound<'_, Self>,
+        data: &Bound<'_, PyAny>,
+        bytes: &[u8],
+        first: Option<std::io::Result<usize>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let Some(first) = first else {
+            this.st.try_mut()?.wbuf.push(data, bytes, 0);
+            return Self::maybe_pause_protocol(slf);
+        };
+        let offset = match first {
+            Ok(n) => {
+                this.note_written(py, n);
+                if n == bytes.len() {
+                    return Ok(());
+                }
+                n
+            }
+            Err(e) if is_retry(&e) => 0,
+            Err(e) => return Self::fatal_error(slf, os_error(&e), this.write_error()),
+        };
+        this.st.try_mut()?.wbuf.push(data, bytes, offset);
+        Self::set_writing(slf, true)?;
+        Self::maybe_pause_protocol(slf)
+    }
+
+    fn note_written(&self, py: Python<'_>, n: usize) {
+        if let Ok(st) = self.st.try_ref() {
+            if let Some(core) = &st.loop_ {
+                core.bind(py).get().note_io(0, n);
+            }
+        }
     }
 
     /// Send what is queued; on the queue running dry finish a close or write_eof.
@@ -892,43 +943,7 @@ impl StreamTransport {
     }
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let view = ByteView::new(data)?;
-        if !this.write_checks(py, "write")? {
-            return Ok(());
-        }
-        let bytes = view.as_slice();
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        let mut st = this.st.try_mut()?;
-        let mut offset = 0;
-        if st.wbuf.is_empty() {
-            match send_once(this.fd, bytes, this.sink()) {
-                Ok(n) => {
-                    if let Ok(core) = loop_core(py, &st.loop_) {
-                        core.get().note_io(0, n);
-                    }
-                    if n == bytes.len() {
-                        return Ok(());
-                    }
-                    offset = n;
-                }
-                Err(e) if is_retry(&e) => {}
-                Err(e) => {
-                    drop(st);
-                    return Self::fatal_error(slf, os_error(&e), this.write_error());
-                }
-            }
-            st.wbuf.push(data, bytes, offset);
-            drop(st);
-            Self::set_writing(slf, true)?;
-        } else {
-            st.wbuf.push(data, bytes, offset);
-            drop(st);
-        }
-        Self::maybe_pause_protocol(slf)
+        Self::write_impl(slf, data)
     }
 
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -944,9 +959,9 @@ impl StreamTransport {
         };
         let mut views = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            match ByteView::new(item) {
-                Ok(v) => views.push(v),
-                Err(_) => {
+            match ByteView::any_buffer(item) {
+                Some(v) => views.push(v?),
+                None => {
                     let kind = item.get_type().name()?;
                     return Err(PyTypeError::new_err(if modern {
                         format!("memoryview: a bytes-like object is required, not '{kind}'")
@@ -957,7 +972,8 @@ impl StreamTransport {
             }
         }
         // Before 3.12 writelines() is write(b"".join(...)), with write()'s messages.
-        if !this.write_checks(py, if modern { "writelines" } else { "write" })? {
+        this.write_allowed(if modern { "writelines" } else { "write" })?;
+        if this.write_dropped(py)? {
             return Ok(());
         }
         let was_empty = {
@@ -1270,5 +1286,160 @@ impl StreamTransport {
             Err(_) => return,
         };
         drop(taken);
+    }
+}
+
+/// The methods as PyO3 generated them, for the calls the direct entries leave to them.
+static WRITE_GENERIC: GILOnceCell<PyObject> = GILOnceCell::new();
+static IS_CLOSING_GENERIC: GILOnceCell<PyObject> = GILOnceCell::new();
+
+/// Replace the two transport methods a protocol calls per message by direct entries
+/// (no PyO3 trampoline, argument parser or second type check):
+///
+/// * `write`, entered with `METH_FASTCALL`: bytes-like data with nothing queued and
+///   nothing in the way is sent there and then; anything else (other types, queued data,
+///   a closed transport, keywords, a wrong count) goes to the generated method, so
+///   results and errors stay the same. A partial send continues in `write_rest`.
+/// * `is_closing` (asyncio streams ask it on every `drain()`): `METH_NOARGS`.
+pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
+    let ty = py.get_type::<StreamTransport>();
+    let dict = ty.getattr(intern!(py, "__dict__"))?;
+    let _ = WRITE_GENERIC.set(py, dict.get_item("write")?.unbind());
+    let _ = IS_CLOSING_GENERIC.set(py, dict.get_item("is_closing")?.unbind());
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"write".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: write_fast,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: c"write($self, data)\n--\n\n".as_ptr(),
+        },
+    )?;
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"is_closing".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunction: is_closing_fast,
+            },
+            ml_flags: ffi::METH_NOARGS,
+            ml_doc: c"is_closing($self)\n--\n\n".as_ptr(),
+        },
+    )
+}
+
+/// What the direct `write` entry did.
+enum Attempt {
+    /// Not its case: the generated method takes the call.
+    Generic,
+    /// All sent.
+    Done,
+    /// The first send of a `bytes` was partial, would block or failed.
+    Rest(std::io::Result<usize>),
+}
+
+impl StreamTransport {
+    /// The direct part of `write(data)`: non-empty bytes-like data with nothing queued,
+    /// the transport open, no `write_eof` and no `sendfile` under way (the checks of
+    /// `write_impl`, none of which can fail here) is sent now. Drops no Python object.
+    fn write_now(&self, data: &Bound<'_, PyAny>) -> Attempt {
+        let p = data.as_ptr();
+        if unsafe { ffi::PyBytes_CheckExact(p) } != 0 {
+            // SAFETY: an exact bytes, alive for this call.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(ffi::PyBytes_AS_STRING(p) as *const u8, {
+                    ffi::Py_SIZE(p) as usize
+                })
+            };
+            return self.send_now(bytes);
+        }
+        if !ByteView::accepts(data) {
+            return Attempt::Generic;
+        }
+        match ByteView::new(data) {
+            Ok(view) => self.send_now(view.as_slice()),
+            Err(_) => Attempt::Generic,
+        }
+    }
+
+    fn send_now(&self, bytes: &[u8]) -> Attempt {
+        let Ok(st) = self.st.try_ref() else {
+            return Attempt::Generic;
+        };
+        if bytes.is_empty()
+            || st.eof
+            || st.empty_waiter.is_some()
+            || st.conn_lost > 0
+            || (self.kind == Kind::WritePipe && st.closing)
+            || !st.wbuf.is_empty()
+        {
+            return Attempt::Generic;
+        }
+        match send_once(self.fd, bytes, self.sink()) {
+            Ok(n) if n == bytes.len() => {
+                if let Some(core) = &st.loop_ {
+                    core.get().note_io(0, n);
+                }
+                Attempt::Done
+            }
+            other => Attempt::Rest(other),
+        }
+    }
+}
+
+unsafe extern "C" fn write_fast(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
+    if nargs != 1 || !kwnames.is_null() {
+        return unsafe { call_generic(&WRITE_GENERIC, slf, args, nargsf, kwnames) };
+    }
+    unsafe {
+        guarded(|| {
+            // The method descriptor checked that `slf` is a StreamTransport; the GIL is
+            // held.
+            let py = Python::assume_gil_acquired();
+            let data = Borrowed::from_ptr(py, *args);
+            let any = Borrowed::from_ptr(py, slf);
+            let this = any.downcast_unchecked::<StreamTransport>();
+            match this.get().write_now(&data) {
+                Attempt::Done => ffi::Py_NewRef(ffi::Py_None()),
+                Attempt::Generic => call_generic(&WRITE_GENERIC, slf, args, nargsf, kwnames),
+                Attempt::Rest(first) => Python::with_gil(|py| {
+                    let r = ByteView::new(&data).and_then(|view| {
+                        StreamTransport::write_rest(this, &data, view.as_slice(), Some(first))
+                    });
+                    into_ptr(py, r.map(|()| py.None()))
+                }),
+            }
+        })
+    }
+}
+
+/// `is_closing()`. No PyO3 trampoline: reading a flag drops nothing and cannot fail but
+/// on a busy state, which the generated method reports.
+unsafe extern "C" fn is_closing_fast(
+    slf: *mut ffi::PyObject,
+    args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    unsafe {
+        guarded(|| {
+            // The method descriptor checked that `slf` is a StreamTransport; the GIL is
+            // held.
+            let py = Python::assume_gil_acquired();
+            let any = Borrowed::from_ptr(py, slf);
+            let this = any.downcast_unchecked::<StreamTransport>();
+            let closing = this.get().st.peek().map(|st| st.closing);
+            match closing {
+                Some(true) => ffi::Py_NewRef(ffi::Py_True()),
+                Some(false) => ffi::Py_NewRef(ffi::Py_False()),
+                None => call_generic(&IS_CLOSING_GENERIC, slf, &args, 0, std::ptr::null_mut()),
+            }
+        })
     }
 }

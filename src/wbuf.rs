@@ -26,25 +26,50 @@ pub struct ByteView {
 }
 
 impl ByteView {
-    /// The bytes of `obj`, or the stock `TypeError` for what is not bytes-like.
+    /// The bytes of a `bytes`, `bytearray` or `memoryview` (what the stock `write` and
+    /// `sendto` take), or their `TypeError` for anything else.
     pub fn new(obj: &Bound<'_, PyAny>) -> PyResult<ByteView> {
-        if unsafe { ffi::PyBytes_CheckExact(obj.as_ptr()) } != 0 {
+        let p = obj.as_ptr();
+        if unsafe { ffi::PyBytes_CheckExact(p) } != 0 {
             // SAFETY: an all-zero Py_buffer is a valid (empty) value; `obj` outlives
             // the view, as with a buffer-protocol view.
             let mut view: ffi::Py_buffer = unsafe { std::mem::zeroed() };
             unsafe {
-                view.buf = ffi::PyBytes_AS_STRING(obj.as_ptr()) as *mut _;
-                view.len = ffi::Py_SIZE(obj.as_ptr());
+                view.buf = ffi::PyBytes_AS_STRING(p) as *mut _;
+                view.len = ffi::Py_SIZE(p);
             }
             return Ok(ByteView { view, held: false });
         }
-        if unsafe { ffi::PyObject_CheckBuffer(obj.as_ptr()) } == 0 {
+        if !ByteView::accepts(obj) {
             return Err(PyTypeError::new_err(format!(
                 "data argument must be a bytes-like object, not '{}'",
                 obj.get_type().name()?
             )));
         }
         ByteView::with_flags(obj, ffi::PyBUF_SIMPLE)
+    }
+
+    /// Whether `new` takes `obj`: a `bytes`, `bytearray` or `memoryview` (or subclass).
+    #[inline]
+    pub fn accepts(obj: &Bound<'_, PyAny>) -> bool {
+        let p = obj.as_ptr();
+        unsafe {
+            ffi::PyBytes_Check(p) != 0
+                || ffi::PyByteArray_Check(p) != 0
+                || ffi::PyMemoryView_Check(p) != 0
+        }
+    }
+
+    /// The bytes of any object with the buffer protocol (`memoryview(obj)`); None for
+    /// one without (the caller words the error).
+    pub fn any_buffer(obj: &Bound<'_, PyAny>) -> Option<PyResult<ByteView>> {
+        if unsafe { ffi::PyBytes_CheckExact(obj.as_ptr()) } != 0 {
+            return Some(ByteView::new(obj));
+        }
+        if unsafe { ffi::PyObject_CheckBuffer(obj.as_ptr()) } == 0 {
+            return None;
+        }
+        Some(ByteView::with_flags(obj, ffi::PyBUF_SIMPLE))
     }
 
     /// A writable view (for `BufferedProtocol.get_buffer()`'s result).
