@@ -85,18 +85,29 @@ impl Slots {
         })
     }
 
-    /// Drop everything now, with the GIL held (no deferral through PyO3's pool).
-    pub fn release(self, py: Python<'_>) {
-        fn now<T>(py: Python<'_>, obj: Option<Py<T>>) {
-            if let Some(o) = obj {
-                drop(o.into_bound(py));
+    /// Drop everything now, with the GIL held (as any drop of `Slots`: see its `Drop`).
+    pub fn release(self, _py: Python<'_>) {
+        drop(self);
+    }
+}
+
+impl Drop for Slots {
+    /// Slots live in handles, Python objects, and are dropped with the GIL held (by the
+    /// handle's `tp_dealloc`, or by the loop's own code): decref at once, without PyO3's
+    /// check of whether this thread holds the GIL (a thread-local look-up per object).
+    fn drop(&mut self) {
+        fn now<T>(py: Python<'_>, slot: &mut Option<Py<T>>) {
+            if let Some(obj) = slot.take() {
+                drop(obj.into_bound(py));
             }
         }
-        now(py, self.callback);
-        now(py, self.args);
-        now(py, self.context);
-        now(py, self.loop_);
-        now(py, self.source_traceback);
+        // SAFETY: see above.
+        let py = unsafe { Python::assume_gil_acquired() };
+        now(py, &mut self.callback);
+        now(py, &mut self.args);
+        now(py, &mut self.context);
+        now(py, &mut self.loop_);
+        now(py, &mut self.source_traceback);
     }
 }
 
