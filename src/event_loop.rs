@@ -1625,6 +1625,8 @@ impl LoopCore {
 struct Generic(GILOnceCell<PyObject>);
 
 static CALL_SOON_GENERIC: Generic = Generic(GILOnceCell::new());
+static CALL_LATER_GENERIC: Generic = Generic(GILOnceCell::new());
+static CALL_AT_GENERIC: Generic = Generic(GILOnceCell::new());
 
 impl Generic {
     /// Keep the generated method before the hand-written one replaces it on the type.
@@ -1704,16 +1706,42 @@ pub(crate) fn guarded(
 
 /// Replace `LoopCore` methods by entries that skip PyO3's general ones:
 ///
-/// * `call_soon`, entered with `METH_FASTCALL`: while the loop runs on the calling thread
-///   (outside debug mode), its two common shapes (`callback, *args` and `callback, *args,
-///   context=ctx`) are taken apart by hand instead of by PyO3's argument parser and run
-///   without PyO3's entry bookkeeping; everything else goes to the generated method, so
-///   errors stay the same.
-/// * `get_debug`, which the C `Future` and `Task` call once each when created: a plain
-///   `METH_NOARGS` read of the flag.
+/// * `call_soon`, `call_later` and `call_at`, entered with `METH_FASTCALL`: while the
+///   loop runs on the calling thread (outside debug mode), their common shapes
+///   (`[delay or when,] callback, *args`, with or without `context=ctx`) are taken apart
+///   by hand instead of by PyO3's argument parser and run without PyO3's entry
+///   bookkeeping (see `guarded`); anything else goes to the generated method, so errors
+///   stay the same.
+/// * `create_future`: the same, with no arguments to take apart.
+/// * `get_debug`, which the C `Future` and `Task` call once each when created, and
+///   `time`: plain `METH_NOARGS` reads that cannot fail.
 pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
     let ty = py.get_type::<LoopCore>();
     CALL_SOON_GENERIC.keep(&ty, "call_soon")?;
+    CALL_LATER_GENERIC.keep(&ty, "call_later")?;
+    CALL_AT_GENERIC.keep(&ty, "call_at")?;
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"call_later".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: call_later_fast,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: c"call_later($self, delay, callback, *args, context=None)\n--\n\n".as_ptr(),
+        },
+    )?;
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"call_at".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: call_at_fast,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: c"call_at($self, when, callback, *args, context=None)\n--\n\n".as_ptr(),
+        },
+    )?;
     install_method(
         &ty,
         ffi::PyMethodDef {
@@ -1843,53 +1871,129 @@ unsafe fn create_future_impl(
     LoopCore::new_future(slf).map(Bound::into_ptr)
 }
 
-unsafe extern "C" fn call_soon_fast(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargsf: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    unsafe {
-        let py = Python::assume_gil_acquired();
-        if !loop_of(py, &slf).runs_here_plain() {
-            return CALL_SOON_GENERIC.call(py, slf, args, nargsf, kwnames);
+/// A `METH_FASTCALL | METH_KEYWORDS` entry `$name` for a scheduling method: its
+/// generated method, how many arguments come before the callback, and what to do with
+/// the call taken apart (see `FastCall::schedule`).
+macro_rules! scheduling_entry {
+    ($name:ident, $generic:expr, $lead:expr, $schedule:expr) => {
+        unsafe extern "C" fn $name(
+            slf: *mut ffi::PyObject,
+            args: *const *mut ffi::PyObject,
+            nargsf: ffi::Py_ssize_t,
+            kwnames: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            let call = FastCall {
+                slf,
+                args,
+                nargsf,
+                kwnames,
+            };
+            unsafe { call.schedule(&$generic, $lead, $schedule) }
         }
-        guarded(py, || call_soon_fast_impl(py, slf, args, nargsf, kwnames))
-    }
+    };
 }
 
-/// # Safety
-/// The `METH_FASTCALL | METH_KEYWORDS` calling convention: `slf` is a `LoopCore` (the
-/// method descriptor checked it), `args` holds the positional arguments, then one
-/// value per name in `kwnames`. The loop runs on this thread, not in debug mode.
-unsafe fn call_soon_fast_impl(
-    py: Python<'_>,
+scheduling_entry!(
+    call_soon_fast,
+    CALL_SOON_GENERIC,
+    0,
+    |lp, _, callback, rest, context| {
+        LoopCore::schedule_soon(lp, callback, rest, context).map(Py::into_ptr)
+    }
+);
+
+scheduling_entry!(
+    call_later_fast,
+    CALL_LATER_GENERIC,
+    1,
+    |lp, delay, callback, rest, context| {
+        LoopCore::call_later(lp, delay, callback, rest, context).map(Py::into_ptr)
+    }
+);
+
+scheduling_entry!(
+    call_at_fast,
+    CALL_AT_GENERIC,
+    1,
+    |lp, when, callback, rest, context| {
+        LoopCore::call_at(lp, when, callback, rest, context).map(Py::into_ptr)
+    }
+);
+
+/// The arguments of a `METH_FASTCALL | METH_KEYWORDS` call: `args` holds the positional
+/// arguments (their number in `nargsf`), then one value per name in `kwnames`; `slf`
+/// is a `LoopCore` (the method descriptor checked it).
+#[derive(Clone, Copy)]
+struct FastCall {
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
-    let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
-    let context = if kwnames.is_null() {
-        None
-    } else if unsafe { is_just_context(py, kwnames) } {
-        Some(unsafe { Bound::from_borrowed_ptr(py, *args.offset(nargs)) }.unbind())
-    } else {
-        return Ok(unsafe { CALL_SOON_GENERIC.call(py, slf, args, nargsf, kwnames) });
-    };
-    if nargs < 1 {
-        return Ok(unsafe { CALL_SOON_GENERIC.call(py, slf, args, nargsf, kwnames) });
+}
+
+impl FastCall {
+    /// Run a scheduling method (`lead` leading arguments, then `callback, *args`, and
+    /// `context=` or no keyword) from its hand-written entry: by hand while the loop runs
+    /// on this thread outside debug mode and the call has one of those shapes, else
+    /// through `generic`. `schedule` gets the loop, the first argument (the delay or the
+    /// time; the callback for `call_soon`), the callback, the rest as a tuple and the
+    /// context.
+    ///
+    /// # Safety
+    /// The GIL is held; `self` is what the interpreter passed to the entry.
+    #[inline(always)]
+    unsafe fn schedule<'py>(
+        self,
+        generic: &Generic,
+        lead: isize,
+        schedule: impl Fn(
+            &Bound<'py, LoopCore>,
+            &Bound<'py, PyAny>,
+            &Bound<'py, PyAny>,
+            Bound<'py, PyTuple>,
+            Option<PyObject>,
+        ) -> PyResult<*mut ffi::PyObject>,
+    ) -> *mut ffi::PyObject {
+        let FastCall {
+            slf,
+            args,
+            nargsf,
+            kwnames,
+        } = self;
+        unsafe {
+            let py = Python::assume_gil_acquired();
+            let fallback = || generic.call(py, slf, args, nargsf, kwnames);
+            if !loop_of(py, &slf).runs_here_plain() {
+                return fallback();
+            }
+            let nargs = ffi::PyVectorcall_NARGS(nargsf as usize);
+            if nargs < lead + 1 {
+                return fallback();
+            }
+            let context = if kwnames.is_null() {
+                None
+            } else if is_just_context(py, kwnames) {
+                Some(*args.offset(nargs))
+            } else {
+                return fallback();
+            };
+            guarded(py, || {
+                let lp = bound_ref(py, &slf).downcast_unchecked::<LoopCore>();
+                let first = bound_ref(py, &*args);
+                let callback = bound_ref(py, &*args.offset(lead));
+                let rest = tuple_of(py, args.offset(lead + 1), nargs - lead - 1)?;
+                let context = context.map(|c| Bound::from_borrowed_ptr(py, c).unbind());
+                schedule(lp, first, callback, rest, context)
+            })
+        }
     }
-    let slf = unsafe { bound_ref(py, &slf).downcast_unchecked::<LoopCore>() };
-    let callback = unsafe { bound_ref(py, &*args) };
-    let rest = unsafe { tuple_of(py, args.add(1), nargs - 1) }?;
-    LoopCore::schedule_soon(slf, callback, rest, context).map(Py::into_ptr)
 }
 
 /// A tuple of `n` arguments (new references to them).
 ///
 /// # Safety
 /// `args` points to `n` valid object pointers; the GIL is held.
+#[inline(always)]
 unsafe fn tuple_of<'py>(
     py: Python<'py>,
     args: *const *mut ffi::PyObject,

@@ -103,10 +103,14 @@ def test_call_soon_keyword_shapes(any_loop):
     ],
 )
 def test_call_soon_argument_errors_are_the_stock_type_errors(any_loop, call):
+    assert_same_type_error_inside_and_out(any_loop, call)
+
+
+def assert_same_type_error_inside_and_out(loop, call):
     with pytest.raises(TypeError) as outside_info:
-        call(any_loop)
+        call(loop)
     with pytest.raises(TypeError) as inside_info:
-        inside(any_loop, lambda: call(any_loop))
+        inside(loop, lambda: call(loop))
     assert str(inside_info.value) == str(outside_info.value)
 
 
@@ -257,3 +261,89 @@ def test_futures_and_tasks_made_in_two_runs_and_between(any_loop):
     for _ in range(2):
         any_loop.run_until_complete(_uses_futures_and_tasks())
         assert any_loop.create_future().get_loop() is any_loop
+
+
+def _timer_calls(lp):
+    return {
+        "call_later": lambda *a, **k: lp.call_later(0, *a, **k),
+        "call_at": lambda *a, **k: lp.call_at(lp.time(), *a, **k),
+    }
+
+
+@pytest.mark.parametrize("method", ["call_later", "call_at"])
+@pytest.mark.parametrize("args", [(), (1,), (1, "two", None)])
+def test_timers_pass_arguments_and_context(any_loop, method, args):
+    got = []
+    ctx = contextvars.copy_context()
+    ctx.run(VAR.set, "timer")
+
+    def schedule():
+        call = _timer_calls(any_loop)[method]
+        call(_record(got), *args)
+        call(_record(got), *args, context=ctx)
+        call(callback=_record(got))
+
+    inside(any_loop, schedule)
+    run(any_loop, asyncio.sleep(0.01))
+    assert got == [(args, "unset"), (args, "timer"), ((), "unset")]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda lp: lp.call_later(None, print),
+        lambda lp: lp.call_later("soon", print),
+        lambda lp: lp.call_later(1),
+        lambda lp: lp.call_later(1, print, foo=1),
+        lambda lp: lp.call_later(),
+        lambda lp: lp.call_at(None, print),
+        lambda lp: lp.call_at(1, print, context=None, foo=1),
+        lambda lp: lp.call_at(),
+    ],
+)
+def test_timer_argument_errors_are_the_stock_type_errors(any_loop, call):
+    assert_same_type_error_inside_and_out(any_loop, call)
+
+
+@pytest.mark.parametrize("delay", [0, 0.5, 10**6, True])
+def test_call_later_deadline(any_loop, delay):
+    def schedule():
+        before = any_loop.time()
+        timer = any_loop.call_later(delay, print)
+        after = any_loop.time()
+        timer.cancel()
+        return before, timer.when(), after
+
+    before, when, after = inside(any_loop, schedule)
+    assert before + delay <= when <= after + delay
+
+
+def test_call_at_deadline_and_cancel(any_loop):
+    got = []
+
+    def schedule():
+        keep = any_loop.call_at(any_loop.time(), got.append, "kept")
+        dropped = any_loop.call_at(any_loop.time(), got.append, "dropped")
+        dropped.cancel()
+        return keep, dropped
+
+    keep, dropped = inside(any_loop, schedule)
+    run(any_loop, asyncio.sleep(0.01))
+    assert got == ["kept"]
+    assert dropped.cancelled() and not keep.cancelled()
+
+
+@pytest.mark.parametrize("method", ["call_later", "call_at"])
+def test_timers_in_debug_mode_check_the_callback_and_record_a_traceback(any_loop, method):
+    any_loop.set_debug(True)
+    with pytest.raises(TypeError, match=r"a callable object was expected by call_(at|later)\(\)"):
+        inside(any_loop, lambda: _timer_calls(any_loop)[method](42))
+    timer = inside(any_loop, lambda: _timer_calls(any_loop)[method](print))
+    assert timer._source_traceback
+    timer.cancel()
+
+
+def test_timer_entries_keep_their_signatures(any_loop):
+    for name in ("call_soon", "call_later", "call_at"):
+        params = inspect.signature(getattr(any_loop, name)).parameters
+        assert list(params)[-2:] == ["args", "context"]
