@@ -1176,7 +1176,8 @@ impl LoopCore {
         this.check_closed()?;
         if this.debug() {
             this.check_thread()?;
-            this.check_callback(slf.py(), callback, "call_later")?;
+            // Stock call_later hands over to call_at, whose name its messages carry.
+            this.check_callback(slf.py(), callback, "call_at")?;
         }
         Self::schedule_at(slf, when, callback, args, context, TRACE_DEPTH - 1)
     }
