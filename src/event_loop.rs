@@ -1628,6 +1628,7 @@ struct Generic(GILOnceCell<PyObject>);
 static CALL_SOON_GENERIC: Generic = Generic(GILOnceCell::new());
 static CALL_LATER_GENERIC: Generic = Generic(GILOnceCell::new());
 static CALL_AT_GENERIC: Generic = Generic(GILOnceCell::new());
+static CREATE_TASK_GENERIC: Generic = Generic(GILOnceCell::new());
 
 impl Generic {
     /// Keep the generated method before the hand-written one replaces it on the type.
@@ -1713,7 +1714,7 @@ pub(crate) fn guarded(
 ///   by hand instead of by PyO3's argument parser and run without PyO3's entry
 ///   bookkeeping (see `guarded`); anything else goes to the generated method, so errors
 ///   stay the same.
-/// * `create_future`: the same, with no arguments to take apart.
+/// * `create_future` and `create_task(coro)`: the same, for their plain shapes.
 /// * `get_debug`, which the C `Future` and `Task` call once each when created, and
 ///   `time`: plain `METH_NOARGS` reads that cannot fail.
 pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
@@ -1721,6 +1722,18 @@ pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
     CALL_SOON_GENERIC.keep(&ty, "call_soon")?;
     CALL_LATER_GENERIC.keep(&ty, "call_later")?;
     CALL_AT_GENERIC.keep(&ty, "call_at")?;
+    CREATE_TASK_GENERIC.keep(&ty, "create_task")?;
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"create_task".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: create_task_fast,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: c"create_task($self, coro, *, name=None, context=None)\n--\n\nThe stock `create_task`: a `Task` on this loop, or whatever the task factory makes\nof the coroutine (then named by `set_name`).".as_ptr(),
+        },
+    )?;
     install_method(
         &ty,
         ffi::PyMethodDef {
@@ -1987,6 +2000,28 @@ impl FastCall {
                 schedule(lp, first, callback, rest, context)
             })
         }
+    }
+}
+
+/// `create_task(coro)`: as `FastCall::schedule` does, without PyO3's argument parser and
+/// entry bookkeeping while the loop runs on the calling thread; any other call (names,
+/// contexts) through the generated method.
+unsafe extern "C" fn create_task_fast(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    unsafe {
+        let py = Python::assume_gil_acquired();
+        let nargs = ffi::PyVectorcall_NARGS(nargsf as usize);
+        if nargs != 1 || !kwnames.is_null() || !loop_of(py, &slf).runs_here() {
+            return CREATE_TASK_GENERIC.call(py, slf, args, nargsf, kwnames);
+        }
+        guarded(py, || {
+            let lp = bound_ref(py, &slf).downcast_unchecked::<LoopCore>();
+            LoopCore::create_task(lp, bound_ref(py, &*args), None, None).map(Bound::into_ptr)
+        })
     }
 }
 

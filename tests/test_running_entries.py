@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import gc
 import inspect
+import sys
 import threading
 import time
 import weakref
@@ -348,3 +349,48 @@ def test_timer_entries_keep_their_signatures(any_loop):
     for name in ("call_soon", "call_later", "call_at"):
         params = inspect.signature(getattr(any_loop, name)).parameters
         assert list(params)[-2:] == ["args", "context"]
+
+
+def test_create_task_uses_the_task_factory_while_running(any_loop):
+    made = []
+
+    def factory(lp, coro, **kw):
+        made.append(kw)
+        return asyncio.Task(coro, loop=lp, **kw)
+
+    async def work():
+        return 3
+
+    any_loop.set_task_factory(factory)
+    task = inside(any_loop, lambda: any_loop.create_task(work()))
+    assert made == [{}]
+    assert any_loop.run_until_complete(task) == 3
+
+
+def test_create_task_context_keyword_while_running(any_loop):
+    ctx = contextvars.copy_context()
+    ctx.run(VAR.set, "task context")
+
+    async def work():
+        return VAR.get()
+
+    if sys.version_info < (3, 11):
+        coro = work()
+        try:
+            assert_same_type_error_inside_and_out(
+                any_loop, lambda lp: lp.create_task(coro, context=ctx)
+            )
+        finally:
+            coro.close()
+        return
+    task = inside(any_loop, lambda: any_loop.create_task(work(), context=ctx))
+    assert any_loop.run_until_complete(task) == "task context"
+
+
+def test_create_task_argument_errors_while_running(any_loop):
+    assert_same_type_error_inside_and_out(any_loop, lambda lp: lp.create_task())
+    coro = _settle()
+    try:
+        assert_same_type_error_inside_and_out(any_loop, lambda lp: lp.create_task(coro, 1))
+    finally:
+        coro.close()
