@@ -401,7 +401,7 @@ impl LoopCore {
 
     /// Whether the loop is running on the calling thread.
     #[inline]
-    fn runs_here(&self) -> bool {
+    pub(crate) fn runs_here(&self) -> bool {
         let tid = self.thread_id.load(Ordering::Relaxed);
         tid != 0 && tid == current_thread_id()
     }
@@ -1717,7 +1717,9 @@ pub(crate) fn guarded(
 /// * `create_future` and `create_task(coro)`: the same, for their plain shapes.
 /// * `get_debug`, which the C `Future` and `Task` call once each when created, and
 ///   `time`: plain `METH_NOARGS` reads that cannot fail.
+/// * and, through `handles::install_fast_paths`, `Handle.cancel` and `TimerHandle.cancel`.
 pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
+    handles::install_fast_paths(py)?;
     let ty = py.get_type::<LoopCore>();
     CALL_SOON_GENERIC.keep(&ty, "call_soon")?;
     CALL_LATER_GENERIC.keep(&ty, "call_later")?;
@@ -1803,7 +1805,10 @@ pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
 }
 
 /// Put a method descriptor for `def` (kept for the life of the process) on `ty`.
-fn install_method(ty: &Bound<'_, pyo3::types::PyType>, def: ffi::PyMethodDef) -> PyResult<()> {
+pub(crate) fn install_method(
+    ty: &Bound<'_, pyo3::types::PyType>,
+    def: ffi::PyMethodDef,
+) -> PyResult<()> {
     let def = Box::leak(Box::new(def));
     let name = unsafe { std::ffi::CStr::from_ptr(def.ml_name) }
         .to_str()

@@ -11,6 +11,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyFloat, PyTuple};
+use pyo3::PyClass;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
@@ -174,6 +175,14 @@ impl Handle {
             None => Err(pyo3::exceptions::PyRuntimeError::new_err(
                 "oxloop internal error: handle has no loop",
             )),
+        }
+    }
+
+    /// Whether this handle's loop runs on the calling thread (see `event_loop::guarded`).
+    fn loop_runs_here(&self) -> bool {
+        match self.slots.try_ref() {
+            Ok(s) => s.loop_.as_ref().is_some_and(|l| l.get().runs_here()),
+            Err(_) => false,
         }
     }
 
@@ -506,5 +515,77 @@ impl TimerHandle {
             CompareOp::Ne => !equal()?,
         };
         Ok(result.into_pyobject(py)?.to_owned().into_any().unbind())
+    }
+}
+
+/// Replace `Handle.cancel` and `TimerHandle.cancel` by `METH_NOARGS` entries that skip
+/// PyO3's bookkeeping while the handle's loop runs on the calling thread (see
+/// `event_loop::guarded`); otherwise they run inside PyO3's entry as before.
+pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
+    install_cancel(&py.get_type::<Handle>(), cancel_fast::<Handle>)?;
+    install_cancel(&py.get_type::<TimerHandle>(), cancel_fast::<TimerHandle>)
+}
+
+fn install_cancel(ty: &Bound<'_, pyo3::types::PyType>, entry: ffi::PyCFunction) -> PyResult<()> {
+    crate::event_loop::install_method(
+        ty,
+        ffi::PyMethodDef {
+            ml_name: c"cancel".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer { PyCFunction: entry },
+            ml_flags: ffi::METH_NOARGS,
+            ml_doc: c"cancel($self)\n--\n\n".as_ptr(),
+        },
+    )
+}
+
+/// A handle type's `cancel`.
+trait Cancel: PyClass {
+    fn cancel_it(slf: &Bound<'_, Self>) -> PyResult<()>;
+    /// Whether the handle's loop runs on the calling thread.
+    fn loop_runs_here(slf: &Bound<'_, Self>) -> bool;
+}
+
+impl Cancel for Handle {
+    fn cancel_it(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Handle::cancel_base(slf)
+    }
+    fn loop_runs_here(slf: &Bound<'_, Self>) -> bool {
+        slf.get().loop_runs_here()
+    }
+}
+
+impl Cancel for TimerHandle {
+    fn cancel_it(slf: &Bound<'_, Self>) -> PyResult<()> {
+        TimerHandle::cancel(slf)
+    }
+    fn loop_runs_here(slf: &Bound<'_, Self>) -> bool {
+        slf.as_super().get().loop_runs_here()
+    }
+}
+
+/// `cancel()` of a `T`: by `guarded` when the handle's loop runs here, else in PyO3's
+/// entry.
+unsafe extern "C" fn cancel_fast<T: Cancel>(
+    slf: *mut ffi::PyObject,
+    args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    /// # Safety
+    /// `slf` is a `T` (the method descriptor checked it) and the GIL is held.
+    unsafe fn body<T: Cancel>(
+        py: Python<'_>,
+        slf: *mut ffi::PyObject,
+    ) -> PyResult<*mut ffi::PyObject> {
+        let handle = unsafe { crate::event_loop::bound_ref(py, &slf).downcast_unchecked::<T>() };
+        T::cancel_it(handle)?;
+        Ok(unsafe { ffi::Py_NewRef(ffi::Py_None()) })
+    }
+    unsafe {
+        let py = Python::assume_gil_acquired();
+        let handle = crate::event_loop::bound_ref(py, &slf).downcast_unchecked::<T>();
+        if T::loop_runs_here(handle) {
+            crate::event_loop::guarded(py, || body::<T>(py, slf))
+        } else {
+            pyo3::impl_::trampoline::noargs(slf, args, body::<T>)
+        }
     }
 }

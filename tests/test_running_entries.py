@@ -394,3 +394,40 @@ def test_create_task_argument_errors_while_running(any_loop):
         assert_same_type_error_inside_and_out(any_loop, lambda lp: lp.create_task(coro, 1))
     finally:
         coro.close()
+
+
+def test_cancel_while_running(any_loop):
+    got = []
+
+    def schedule():
+        handle = any_loop.call_soon(got.append, "soon")
+        timer = any_loop.call_later(0, got.append, "later")
+        for h in (handle, timer, handle, timer):  # twice: cancelling again changes nothing
+            assert h.cancel() is None
+        any_loop.call_soon(got.append, "kept")
+        return handle, timer
+
+    handle, timer = inside(any_loop, schedule)
+    run(any_loop, asyncio.sleep(0.01))
+    assert got == ["kept"]
+    assert handle.cancelled() and timer.cancelled()
+    assert handle._callback is None and timer._args is None
+
+
+def test_cancel_argument_errors_while_running(any_loop):
+    handle = any_loop.call_soon(print)
+    timer = any_loop.call_later(3600, print)
+    assert_same_type_error_inside_and_out(any_loop, lambda lp: handle.cancel(1))
+    assert_same_type_error_inside_and_out(any_loop, lambda lp: timer.cancel(1))
+    handle.cancel()
+    timer.cancel()
+
+
+def test_cancelled_timers_leave_the_loop_while_running(loop):
+    def schedule():
+        for timer in [loop.call_later(3600, print) for _ in range(300)]:
+            timer.cancel()
+
+    inside(loop, schedule)
+    run(loop, asyncio.sleep(0))
+    assert loop.stats()["timers_pending"] < 300
