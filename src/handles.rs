@@ -253,17 +253,17 @@ impl Handle {
     pub fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
         let py = slf.py();
         let h = slf.get();
-        // Bound (not Py) clones: dropping them needs no check of who holds the GIL.
+        // Bound (not Py) clones: dropping them needs no check of who holds the GIL. The
+        // callback may cancel its own handle, which drops the callback and its arguments,
+        // hence the clones; the context is only borrowed: `PyContext_Enter` holds a
+        // reference to it until `PyContext_Exit`.
         let (cb, args, ctx) = {
             let slots = h.slots.try_ref()?;
             match (&slots.callback, &slots.args, &slots.context) {
-                (Some(c), Some(a), Some(x)) => {
-                    (c.bind(py).clone(), a.bind(py).clone(), x.bind(py).clone())
-                }
+                (Some(c), Some(a), Some(x)) => (c.bind(py).clone(), a.bind(py).clone(), x.as_ptr()),
                 _ => return Ok(()), // cancelled meanwhile (or emptied: nothing to run)
             }
         };
-        let ctx = ctx.as_ptr();
         if unsafe { ffi::PyContext_Enter(ctx) } != 0 {
             let err = PyErr::fetch(py);
             return Handle::report(slf, cb.unbind(), args.unbind(), err);

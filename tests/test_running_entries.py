@@ -431,3 +431,19 @@ def test_cancelled_timers_leave_the_loop_while_running(loop):
     inside(loop, schedule)
     run(loop, asyncio.sleep(0))
     assert loop.stats()["timers_pending"] < 300
+
+
+def test_a_callback_that_cancels_its_own_handle_runs_to_its_end(any_loop):
+    got = []
+    ctx = contextvars.copy_context()
+    ctx.run(VAR.set, "own")
+    holder = {}
+
+    def cb(arg):
+        holder.pop("handle").cancel()  # drops the callback and the arguments
+        got.append((arg, VAR.get()))
+
+    holder["handle"] = any_loop.call_soon(cb, ["arg"], context=ctx)
+    del ctx
+    run(any_loop, _settle())
+    assert got == [(["arg"], "own")]
