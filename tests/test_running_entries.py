@@ -297,7 +297,6 @@ def test_timers_pass_arguments_and_context(any_loop, method, args):
         lambda lp: lp.call_later(1),
         lambda lp: lp.call_later(1, print, foo=1),
         lambda lp: lp.call_later(),
-        lambda lp: lp.call_at(None, print),
         lambda lp: lp.call_at(1, print, context=None, foo=1),
         lambda lp: lp.call_at(),
     ],
