@@ -272,8 +272,11 @@ pub struct LoopCore {
     /// reuse (saves an allocation, its deallocation and two trips through PyO3's glue).
     /// They hold nothing and are not tracked by the cycle collector.
     free_handles: GilCell<Vec<Py<Handle>>>,
+    /// The same for `TimerHandle`s that fired (`call_later`, `call_at`).
+    free_timers: GilCell<Vec<Py<TimerHandle>>>,
     /// `Handle`'s type object, for the exact-type check before reuse.
     handle_type: usize,
+    timer_type: usize,
     /// `loop.set_task_factory()`'s factory (`_task_factory`, as stock).
     task_factory: GilCell<Option<PyObject>>,
     /// `asyncio.tasks` and `asyncio.futures`: `create_task`/`create_future` look up
@@ -541,10 +544,22 @@ impl LoopCore {
         context: Option<PyObject>,
         depth: u32,
     ) -> PyResult<Py<TimerHandle>> {
-        let base = Handle::with_slots(Self::slots_for(slf, callback, args, context, depth)?);
-        let init = PyClassInitializer::from(base).add_subclass(TimerHandle::new(when));
-        let timer = Py::new(slf.py(), init)?;
-        handles::untrack(timer.bind(slf.py()).as_any());
+        let slots = Self::slots_for(slf, callback, args, context, depth)?;
+        let recycled = slf.get().free_timers.try_mut()?.pop();
+        let timer = match recycled {
+            Some(timer) => {
+                // Already untracked; on error it is dropped empty.
+                TimerHandle::refill(timer.bind(slf.py()), slots, when)?;
+                timer
+            }
+            None => {
+                let init = PyClassInitializer::from(Handle::with_slots(slots))
+                    .add_subclass(TimerHandle::new(when));
+                let timer = Py::new(slf.py(), init)?;
+                handles::untrack(timer.bind(slf.py()).as_any());
+                timer
+            }
+        };
         slf.get().timers.try_mut()?.push(timer.clone_ref(slf.py()));
         Ok(timer)
     }
@@ -782,12 +797,20 @@ impl LoopCore {
     /// handle it reports on, and only borrows the running one until `end`.)
     fn let_go(&self, handle: Bound<'_, Handle>) -> PyResult<()> {
         let py = handle.py();
-        if self.debug() || !handles::reusable(&handle, self.handle_type as *mut ffi::PyTypeObject) {
+        let plain = handles::reusable(&handle, self.handle_type as *mut ffi::PyTypeObject);
+        let timer = !plain && handles::reusable(&handle, self.timer_type as *mut ffi::PyTypeObject);
+        if self.debug() || !(plain || timer) {
             handles::release(handle.as_any());
             return Ok(());
         }
         let held = handle.get().take_for_reuse()?;
-        {
+        if timer {
+            let mut free = self.free_timers.try_mut()?;
+            if free.len() < FREE_HANDLES {
+                // SAFETY: its type is exactly TimerHandle (`reusable`).
+                free.push(unsafe { handle.into_any().downcast_into_unchecked() }.unbind());
+            }
+        } else {
             let mut free = self.free_handles.try_mut()?;
             if free.len() < FREE_HANDLES {
                 free.push(handle.unbind());
@@ -1034,7 +1057,9 @@ impl LoopCore {
             open_transports: AtomicI64::new(0),
             transport_fds: GilCell::new(HashMap::new()),
             free_handles: GilCell::new(Vec::new()),
+            free_timers: GilCell::new(Vec::new()),
             handle_type: py.get_type::<Handle>().as_type_ptr() as usize,
+            timer_type: py.get_type::<TimerHandle>().as_type_ptr() as usize,
             task_factory: GilCell::new(None),
             tasks_module: py.import("asyncio.tasks")?.into_any().unbind(),
             futures_module: py.import("asyncio.futures")?.into_any().unbind(),
@@ -1309,7 +1334,8 @@ impl LoopCore {
         let owned: Vec<_> = self.transport_fds.try_mut()?.drain().collect();
         drop(owned);
         let free = std::mem::take(&mut *self.free_handles.try_mut()?);
-        drop(free);
+        let free_timers = std::mem::take(&mut *self.free_timers.try_mut()?);
+        drop((free, free_timers));
         self.poller.close();
         for h in &timers {
             handles::release(h.bind(py).as_any());
@@ -1600,6 +1626,10 @@ impl LoopCore {
             Ok(mut f) => std::mem::take(&mut *f),
             Err(_) => Vec::new(),
         };
+        let free_timers = match self.free_timers.try_mut() {
+            Ok(mut f) => std::mem::take(&mut *f),
+            Err(_) => Vec::new(),
+        };
         let factory = self.task_factory.try_mut().ok().and_then(|mut f| f.take());
         let kwargs = self.call_kwargs.try_mut().ok().and_then(|mut k| k.take());
         if let Ok(w) = self.watchdog.try_ref() {
@@ -1616,7 +1646,16 @@ impl LoopCore {
         for r in &ready {
             r.release(py);
         }
-        drop((ready, timers, fds, signals, free, factory, kwargs));
+        drop((
+            ready,
+            timers,
+            fds,
+            signals,
+            free,
+            free_timers,
+            factory,
+            kwargs,
+        ));
     }
 }
 

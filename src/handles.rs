@@ -112,13 +112,14 @@ impl Drop for Slots {
     }
 }
 
-/// Whether the loop may empty `handle` and reuse it: a plain `Handle` (no subclass) that
-/// only the caller's reference keeps alive and that no weak reference points to.
-pub fn reusable(handle: &Bound<'_, Handle>, handle_type: *mut ffi::PyTypeObject) -> bool {
+/// Whether the loop may empty `handle` and reuse it: an object of exactly type `ty` (a
+/// plain `Handle` or `TimerHandle`, no subclass) that only the caller's reference keeps
+/// alive and that no weak reference points to.
+pub fn reusable(handle: &Bound<'_, Handle>, ty: *mut ffi::PyTypeObject) -> bool {
     let p = handle.as_ptr();
     unsafe {
         let tp = ffi::Py_TYPE(p);
-        if tp != handle_type || ffi::Py_REFCNT(p) != 1 {
+        if tp != ty || ffi::Py_REFCNT(p) != 1 {
             return false;
         }
         let offset = (*tp).tp_weaklistoffset;
@@ -318,7 +319,9 @@ impl Handle {
             info.push("cancelled".to_string());
         }
         if let Ok(timer) = slf.downcast::<TimerHandle>() {
-            let when = PyFloat::new(py, timer.get().when).repr()?.to_string();
+            let when = PyFloat::new(py, timer.get().when_value())
+                .repr()?
+                .to_string();
             let pos = if h.is_cancelled() { 2 } else { 1 };
             info.insert(pos, format!("when={when}"));
         }
@@ -435,21 +438,31 @@ impl Handle {
 /// A handle scheduled at an absolute loop time.
 #[pyclass(module = "oxloop._oxloop", extends = Handle, frozen)]
 pub struct TimerHandle {
-    when: f64,
+    /// The deadline (f64 bits): set once per use (a reused timer gets a new one).
+    when: AtomicU64,
     scheduled: AtomicBool,
 }
 
 impl TimerHandle {
     pub fn new(when: f64) -> TimerHandle {
         TimerHandle {
-            when,
+            when: AtomicU64::new(when.to_bits()),
             scheduled: AtomicBool::new(false),
         }
     }
 
     #[inline]
     pub fn when_value(&self) -> f64 {
-        self.when
+        f64::from_bits(self.when.load(Ordering::Relaxed))
+    }
+
+    /// Give a timer emptied by `Handle::take_for_reuse` new slots and a new deadline.
+    pub fn refill(slf: &Bound<'_, TimerHandle>, slots: Slots, when: f64) -> PyResult<()> {
+        slf.as_super().get().refill(slf.py(), slots)?;
+        let timer = slf.get();
+        timer.when.store(when.to_bits(), Ordering::Relaxed);
+        timer.scheduled.store(false, Ordering::Relaxed);
+        Ok(())
     }
 
     #[inline]
@@ -469,12 +482,12 @@ impl TimerHandle {
     }
 
     fn when(&self) -> f64 {
-        self.when
+        self.when_value()
     }
 
     #[getter]
     fn _when(&self) -> f64 {
-        self.when
+        self.when_value()
     }
 
     #[getter]
@@ -484,7 +497,7 @@ impl TimerHandle {
 
     fn __hash__(&self) -> u64 {
         // Same as hash(float): equal whens hash equal.
-        self.when.to_bits()
+        self.when_value().to_bits()
     }
 
     fn __richcmp__(
@@ -496,7 +509,7 @@ impl TimerHandle {
         let Ok(other) = other.downcast::<TimerHandle>() else {
             return Ok(py.NotImplemented());
         };
-        let (a, b) = (slf.get().when, other.get().when);
+        let (a, b) = (slf.get().when_value(), other.get().when_value());
         let equal = || -> PyResult<bool> {
             if a != b {
                 return Ok(false);
