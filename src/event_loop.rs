@@ -274,7 +274,7 @@ pub struct LoopCore {
     free_handles: GilCell<Vec<Py<Handle>>>,
     /// The same for `TimerHandle`s that fired (`call_later`, `call_at`).
     free_timers: GilCell<Vec<Py<TimerHandle>>>,
-    /// `Handle`'s type object, for the exact-type check before reuse.
+    /// `Handle`'s and `TimerHandle`'s type objects, for the exact-type check before reuse.
     handle_type: usize,
     timer_type: usize,
     /// `loop.set_task_factory()`'s factory (`_task_factory`, as stock).
