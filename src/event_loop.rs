@@ -142,6 +142,66 @@ impl FdEntry {
     }
 }
 
+/// `{"loop": lp}` for `Future` and `{"loop": lp, "name": None, "context": None}` for
+/// `Task` (no `context` before 3.11): what `create_future` and `create_task` pass to the C
+/// types, which only read them. They refer to the loop, so a loop keeps them only while
+/// it runs (a loop nobody runs is still freed by its reference count alone).
+struct CallKwargs {
+    future: Py<PyDict>,
+    task: Py<PyDict>,
+}
+
+impl CallKwargs {
+    fn new(lp: &Bound<'_, LoopCore>) -> PyResult<CallKwargs> {
+        let py = lp.py();
+        let future = PyDict::new(py);
+        future.set_item(intern!(py, "loop"), lp)?;
+        let task = future.copy()?;
+        task.set_item(intern!(py, "name"), py.None())?;
+        if lp.get().py311 {
+            task.set_item(intern!(py, "context"), py.None())?;
+        }
+        Ok(CallKwargs {
+            future: future.unbind(),
+            task: task.unbind(),
+        })
+    }
+}
+
+/// `_asyncio.<name>`, if the C module has it.
+fn c_type(py: Python<'_>, name: &str) -> Option<PyObject> {
+    let module = py.import("_asyncio").ok()?;
+    Some(module.getattr(name).ok()?.unbind())
+}
+
+/// Whether `obj` is exactly the C type `c` (not a subclass, not a replacement).
+fn is_c_type(obj: &Bound<'_, PyAny>, c: &Option<PyObject>) -> bool {
+    c.as_ref().is_some_and(|c| obj.is(c))
+}
+
+/// `module.<name>`: for a plain module, straight from its dict, where a module keeps its
+/// attributes (the module type has no attribute that a module's own would not shadow);
+/// anything else, or a miss (`__getattr__`, the error), through `getattr`.
+fn module_attr<'py>(
+    module: &Bound<'py, PyAny>,
+    name: &Bound<'py, pyo3::types::PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = module.py();
+    unsafe {
+        if ffi::Py_TYPE(module.as_ptr()) == std::ptr::addr_of_mut!(ffi::PyModule_Type) {
+            let dict = ffi::PyModule_GetDict(module.as_ptr());
+            let item = ffi::PyDict_GetItemWithError(dict, name.as_ptr());
+            if !item.is_null() {
+                return Ok(Bound::from_borrowed_ptr(py, item));
+            }
+            if !ffi::PyErr_Occurred().is_null() {
+                return Err(PyErr::fetch(py));
+            }
+        }
+    }
+    module.getattr(name)
+}
+
 pub fn monotonic() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -212,14 +272,23 @@ pub struct LoopCore {
     /// reuse (saves an allocation, its deallocation and two trips through PyO3's glue).
     /// They hold nothing and are not tracked by the cycle collector.
     free_handles: GilCell<Vec<Py<Handle>>>,
-    /// `Handle`'s type object, for the exact-type check before reuse.
+    /// The same for `TimerHandle`s that fired (`call_later`, `call_at`).
+    free_timers: GilCell<Vec<Py<TimerHandle>>>,
+    /// `Handle`'s and `TimerHandle`'s type objects, for the exact-type check before reuse.
     handle_type: usize,
+    timer_type: usize,
     /// `loop.set_task_factory()`'s factory (`_task_factory`, as stock).
     task_factory: GilCell<Option<PyObject>>,
     /// `asyncio.tasks` and `asyncio.futures`: `create_task`/`create_future` look up
     /// `Task`/`Future` there on each call, as the stock methods do.
     tasks_module: PyObject,
     futures_module: PyObject,
+    /// `_asyncio.Future` and `_asyncio.Task`, the C types (if the module exists).
+    c_future: Option<PyObject>,
+    c_task: Option<PyObject>,
+    /// The keyword arguments `create_future` and `create_task` pass to the C `Future` and
+    /// `Task`, made once per run of the loop instead of once per call (see `call_kwargs`).
+    call_kwargs: GilCell<Option<CallKwargs>>,
     /// Python >= 3.11 (`create_task(context=)`), >= 3.13 (`Task.set_name` for names).
     py311: bool,
     py313: bool,
@@ -333,6 +402,58 @@ impl LoopCore {
         self.debug.load(Ordering::Relaxed)
     }
 
+    /// Whether the loop is running on the calling thread.
+    #[inline]
+    pub(crate) fn runs_here(&self) -> bool {
+        let tid = self.thread_id.load(Ordering::Relaxed);
+        tid != 0 && tid == current_thread_id()
+    }
+
+    /// Whether the loop is running on the calling thread, outside debug mode: where the
+    /// hand-written entries take their fast paths (see `guarded`).
+    #[inline]
+    fn runs_here_plain(&self) -> bool {
+        !self.debug() && self.runs_here()
+    }
+
+    /// One of the keyword-argument dicts of `CallKwargs`, while the loop runs on this
+    /// thread (made on first use in a run, dropped when the run ends: they refer to the
+    /// loop).
+    fn call_kwargs<'py>(
+        slf: &Bound<'py, Self>,
+        which: impl FnOnce(&CallKwargs) -> &Py<PyDict>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let this = slf.get();
+        if !this.runs_here() {
+            return Ok(None);
+        }
+        let mut cell = this.call_kwargs.try_mut()?;
+        if cell.is_none() {
+            *cell = Some(CallKwargs::new(slf)?);
+        }
+        Ok(cell.as_ref().map(|k| which(k).bind(slf.py()).clone()))
+    }
+
+    /// `asyncio.futures.Future(loop=self)`, `Future` looked up on each call as stock does.
+    fn new_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let future = module_attr(this.futures_module.bind(py), intern!(py, "Future"))?;
+        let kwargs = match is_c_type(&future, &this.c_future) {
+            true => Self::call_kwargs(slf, |k| &k.future)?,
+            false => None,
+        };
+        let kwargs = match kwargs {
+            Some(k) => k,
+            None => {
+                let kwargs = PyDict::new(py);
+                kwargs.set_item(intern!(py, "loop"), slf)?;
+                kwargs
+            }
+        };
+        future.call((), Some(&kwargs))
+    }
+
     #[inline]
     fn check_closed(&self) -> PyResult<()> {
         if self.closed.load(Ordering::Relaxed) {
@@ -423,10 +544,22 @@ impl LoopCore {
         context: Option<PyObject>,
         depth: u32,
     ) -> PyResult<Py<TimerHandle>> {
-        let base = Handle::with_slots(Self::slots_for(slf, callback, args, context, depth)?);
-        let init = PyClassInitializer::from(base).add_subclass(TimerHandle::new(when));
-        let timer = Py::new(slf.py(), init)?;
-        handles::untrack(timer.bind(slf.py()).as_any());
+        let slots = Self::slots_for(slf, callback, args, context, depth)?;
+        let recycled = slf.get().free_timers.try_mut()?.pop();
+        let timer = match recycled {
+            Some(timer) => {
+                // Already untracked; on error it is dropped empty.
+                TimerHandle::refill(timer.bind(slf.py()), slots, when)?;
+                timer
+            }
+            None => {
+                let init = PyClassInitializer::from(Handle::with_slots(slots))
+                    .add_subclass(TimerHandle::new(when));
+                let timer = Py::new(slf.py(), init)?;
+                handles::untrack(timer.bind(slf.py()).as_any());
+                timer
+            }
+        };
         slf.get().timers.try_mut()?.push(timer.clone_ref(slf.py()));
         Ok(timer)
     }
@@ -664,12 +797,20 @@ impl LoopCore {
     /// handle it reports on, and only borrows the running one until `end`.)
     fn let_go(&self, handle: Bound<'_, Handle>) -> PyResult<()> {
         let py = handle.py();
-        if self.debug() || !handles::reusable(&handle, self.handle_type as *mut ffi::PyTypeObject) {
+        let plain = handles::reusable(&handle, self.handle_type as *mut ffi::PyTypeObject);
+        let timer = !plain && handles::reusable(&handle, self.timer_type as *mut ffi::PyTypeObject);
+        if self.debug() || !(plain || timer) {
             handles::release(handle.as_any());
             return Ok(());
         }
         let held = handle.get().take_for_reuse()?;
-        {
+        if timer {
+            let mut free = self.free_timers.try_mut()?;
+            if free.len() < FREE_HANDLES {
+                // SAFETY: its type is exactly TimerHandle (`reusable`).
+                free.push(unsafe { handle.into_any().downcast_into_unchecked() }.unbind());
+            }
+        } else {
             let mut free = self.free_handles.try_mut()?;
             if free.len() < FREE_HANDLES {
                 free.push(handle.unbind());
@@ -916,27 +1057,21 @@ impl LoopCore {
             open_transports: AtomicI64::new(0),
             transport_fds: GilCell::new(HashMap::new()),
             free_handles: GilCell::new(Vec::new()),
+            free_timers: GilCell::new(Vec::new()),
             handle_type: py.get_type::<Handle>().as_type_ptr() as usize,
+            timer_type: py.get_type::<TimerHandle>().as_type_ptr() as usize,
             task_factory: GilCell::new(None),
             tasks_module: py.import("asyncio.tasks")?.into_any().unbind(),
             futures_module: py.import("asyncio.futures")?.into_any().unbind(),
+            c_future: c_type(py, "Future"),
+            c_task: c_type(py, "Task"),
+            call_kwargs: GilCell::new(None),
             py311: py.version_info() >= (3, 11),
             py313: py.version_info() >= (3, 13),
         })
     }
 
-    /// `asyncio.Future(loop=self)`.
-    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let kwargs = PyDict::new(py);
-        kwargs.set_item(intern!(py, "loop"), slf)?;
-        let future = slf
-            .get()
-            .futures_module
-            .bind(py)
-            .getattr(intern!(py, "Future"))?;
-        future.call((), Some(&kwargs))
-    }
+    // create_future and time: see install_fast_paths.
 
     /// The stock `create_task`: a `Task` on this loop, or whatever the task factory makes
     /// of the coroutine (then named by `set_name`).
@@ -959,13 +1094,19 @@ impl LoopCore {
         let factory = match this.task_factory.try_ref()?.as_ref() {
             Some(f) => f.bind(py).clone(),
             None => {
+                let name = name.filter(|n| !n.is_none());
+                let task = module_attr(this.tasks_module.bind(py), intern!(py, "Task"))?;
+                if name.is_none() && context.is_none() && is_c_type(&task, &this.c_task) {
+                    if let Some(kwargs) = Self::call_kwargs(slf, |k| &k.task)? {
+                        return task.call((coro,), Some(&kwargs));
+                    }
+                }
                 let kwargs = PyDict::new(py);
                 kwargs.set_item(intern!(py, "loop"), slf)?;
                 kwargs.set_item(intern!(py, "name"), name)?;
                 if this.py311 {
                     kwargs.set_item(intern!(py, "context"), context)?;
                 }
-                let task = this.tasks_module.bind(py).getattr(intern!(py, "Task"))?;
                 return task.call((coro,), Some(&kwargs));
             }
         };
@@ -1002,11 +1143,6 @@ impl LoopCore {
         let old = std::mem::replace(&mut *self.task_factory.try_mut()?, factory);
         drop(old); // after the borrow: a __del__ may re-enter
         Ok(())
-    }
-
-    /// The loop's clock: `time.monotonic()`.
-    fn time(&self) -> f64 {
-        monotonic()
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
@@ -1065,7 +1201,8 @@ impl LoopCore {
         this.check_closed()?;
         if this.debug() {
             this.check_thread()?;
-            this.check_callback(slf.py(), callback, "call_later")?;
+            // Stock call_later hands over to call_at, whose name its messages carry.
+            this.check_callback(slf.py(), callback, "call_at")?;
         }
         Self::schedule_at(slf, when, callback, args, context, TRACE_DEPTH - 1)
     }
@@ -1168,6 +1305,8 @@ impl LoopCore {
         };
         this.stopping.store(false, Ordering::Relaxed);
         this.thread_id.store(0, Ordering::Relaxed);
+        let kwargs = this.call_kwargs.try_mut()?.take();
+        drop(kwargs); // after the borrow
         this.stats.try_mut()?.paused(monotonic());
         result
     }
@@ -1195,7 +1334,8 @@ impl LoopCore {
         let owned: Vec<_> = self.transport_fds.try_mut()?.drain().collect();
         drop(owned);
         let free = std::mem::take(&mut *self.free_handles.try_mut()?);
-        drop(free);
+        let free_timers = std::mem::take(&mut *self.free_timers.try_mut()?);
+        drop((free, free_timers));
         self.poller.close();
         for h in &timers {
             handles::release(h.bind(py).as_any());
@@ -1456,6 +1596,12 @@ impl LoopCore {
         }
         visit.call(&self.tasks_module)?;
         visit.call(&self.futures_module)?;
+        if let Some(k) = self.call_kwargs.peek() {
+            if let Some(k) = k.as_ref() {
+                visit.call(&k.future)?;
+                visit.call(&k.task)?;
+            }
+        }
         Ok(())
     }
 
@@ -1480,7 +1626,12 @@ impl LoopCore {
             Ok(mut f) => std::mem::take(&mut *f),
             Err(_) => Vec::new(),
         };
+        let free_timers = match self.free_timers.try_mut() {
+            Ok(mut f) => std::mem::take(&mut *f),
+            Err(_) => Vec::new(),
+        };
         let factory = self.task_factory.try_mut().ok().and_then(|mut f| f.take());
+        let kwargs = self.call_kwargs.try_mut().ok().and_then(|mut k| k.take());
         if let Ok(w) = self.watchdog.try_ref() {
             if let Some(w) = w.as_ref() {
                 self.watching.store(false, Ordering::Relaxed);
@@ -1495,26 +1646,157 @@ impl LoopCore {
         for r in &ready {
             r.release(py);
         }
-        drop((ready, timers, fds, signals, free, factory));
+        drop((
+            ready,
+            timers,
+            fds,
+            signals,
+            free,
+            free_timers,
+            factory,
+            kwargs,
+        ));
     }
 }
 
-/// `LoopCore.call_soon` as PyO3 generated it, for the argument shapes the fast entry
-/// leaves to it (no callback, unknown keywords): its checks and messages.
-static CALL_SOON_GENERIC: GILOnceCell<PyObject> = GILOnceCell::new();
+/// A PyO3-generated `LoopCore` method that a hand-written entry hands the calls it does
+/// not take to (argument shapes it does not parse, debug mode, a loop that is not running
+/// on the calling thread): its checks and messages, unchanged.
+struct Generic(GILOnceCell<PyObject>);
 
-/// Replace two `LoopCore` methods by entries that skip PyO3's general ones:
+static CALL_SOON_GENERIC: Generic = Generic(GILOnceCell::new());
+static CALL_LATER_GENERIC: Generic = Generic(GILOnceCell::new());
+static CALL_AT_GENERIC: Generic = Generic(GILOnceCell::new());
+static CREATE_TASK_GENERIC: Generic = Generic(GILOnceCell::new());
+
+impl Generic {
+    /// Keep the generated method before the hand-written one replaces it on the type.
+    fn keep(&self, ty: &Bound<'_, pyo3::types::PyType>, name: &str) -> PyResult<()> {
+        let method = ty.getattr(intern!(ty.py(), "__dict__"))?.get_item(name)?;
+        let _ = self.0.set(ty.py(), method.unbind());
+        Ok(())
+    }
+
+    /// Call it with a `METH_FASTCALL | METH_KEYWORDS` entry's arguments: its result, or
+    /// NULL with its exception set. (No Rust object that could need dropping: this needs
+    /// no PyO3 entry around it.)
+    ///
+    /// # Safety
+    /// As the entry: `args` holds `nargsf`'s positional arguments, then one value per
+    /// name in `kwnames`; the GIL is held.
+    unsafe fn call(
+        &self,
+        py: Python<'_>,
+        slf: *mut ffi::PyObject,
+        args: *const *mut ffi::PyObject,
+        nargsf: ffi::Py_ssize_t,
+        kwnames: *mut ffi::PyObject,
+    ) -> *mut ffi::PyObject {
+        let Some(generic) = self.0.get(py) else {
+            unsafe {
+                ffi::PyErr_SetString(ffi::PyExc_TypeError, c"oxloop: not initialised".as_ptr())
+            };
+            return std::ptr::null_mut();
+        };
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
+        let nkw = if kwnames.is_null() {
+            0
+        } else {
+            unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
+        };
+        let mut all = Vec::with_capacity(1 + nargs + nkw);
+        all.push(slf);
+        if nargs + nkw > 0 {
+            all.extend_from_slice(unsafe { std::slice::from_raw_parts(args, nargs + nkw) });
+        }
+        unsafe { ffi::PyObject_Vectorcall(generic.as_ptr(), all.as_ptr(), nargs + 1, kwnames) }
+    }
+}
+
+/// Run the body of a hand-written C entry as PyO3's entries run theirs, less its
+/// bookkeeping: an error is raised in Python and a panic becomes a `PanicException`,
+/// never unwinding into the interpreter.
 ///
-/// * `call_soon`, entered with `METH_FASTCALL`: its two common shapes (`callback, *args`
-///   and `callback, *args, context=ctx`) are taken apart by hand instead of by PyO3's
-///   argument parser (a fifth of a `call_soon`); any other shape goes to the generated
-///   method, so errors stay the same.
-/// * `get_debug`, which the C `Future` and `Task` call once each when created: a plain
-///   `METH_NOARGS` read of the flag.
+/// PyO3's entries also count the GIL as held for the thread (so that a `Py` dropped
+/// inside is decref'd at once, not deferred). The hand-written entries use this only on
+/// the thread that runs the loop, while it runs: that is inside `_run_until_stopped`, a
+/// PyO3 entry, which counted it already.
+pub(crate) fn guarded(
+    py: Python<'_>,
+    body: impl FnOnce() -> PyResult<*mut ffi::PyObject>,
+) -> *mut ffi::PyObject {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(Ok(result)) => result,
+        Ok(Err(err)) => {
+            err.restore(py);
+            std::ptr::null_mut()
+        }
+        Err(payload) => {
+            let msg = if let Some(s) = payload.downcast_ref::<&str>() {
+                (*s).to_string()
+            } else if let Some(s) = payload.downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "panic from Rust code".to_string()
+            };
+            pyo3::panic::PanicException::new_err(msg).restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Replace `LoopCore` methods by entries that skip PyO3's general ones:
+///
+/// * `call_soon`, `call_later` and `call_at`, entered with `METH_FASTCALL`: while the
+///   loop runs on the calling thread (outside debug mode), their common shapes
+///   (`[delay or when,] callback, *args`, with or without `context=ctx`) are taken apart
+///   by hand instead of by PyO3's argument parser and run without PyO3's entry
+///   bookkeeping (see `guarded`); anything else goes to the generated method, so errors
+///   stay the same.
+/// * `create_future` and `create_task(coro)`: the same, for their plain shapes.
+/// * `get_debug`, which the C `Future` and `Task` call once each when created, and
+///   `time`: plain `METH_NOARGS` reads that cannot fail.
+/// * and, through `handles::install_fast_paths`, `Handle.cancel` and `TimerHandle.cancel`.
 pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
+    handles::install_fast_paths(py)?;
     let ty = py.get_type::<LoopCore>();
-    let generic = ty.getattr(intern!(py, "__dict__"))?.get_item("call_soon")?;
-    let _ = CALL_SOON_GENERIC.set(py, generic.unbind());
+    CALL_SOON_GENERIC.keep(&ty, "call_soon")?;
+    CALL_LATER_GENERIC.keep(&ty, "call_later")?;
+    CALL_AT_GENERIC.keep(&ty, "call_at")?;
+    CREATE_TASK_GENERIC.keep(&ty, "create_task")?;
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"create_task".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: create_task_fast,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: c"create_task($self, coro, *, name=None, context=None)\n--\n\nThe stock `create_task`: a `Task` on this loop, or whatever the task factory makes\nof the coroutine (then named by `set_name`).".as_ptr(),
+        },
+    )?;
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"call_later".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: call_later_fast,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: c"call_later($self, delay, callback, *args, context=None)\n--\n\n".as_ptr(),
+        },
+    )?;
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"call_at".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: call_at_fast,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: c"call_at($self, when, callback, *args, context=None)\n--\n\n".as_ptr(),
+        },
+    )?;
     install_method(
         &ty,
         ffi::PyMethodDef {
@@ -1536,6 +1818,28 @@ pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
             ml_flags: ffi::METH_NOARGS,
             ml_doc: c"get_debug($self)\n--\n\n".as_ptr(),
         },
+    )?;
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"create_future".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunction: create_future_fast,
+            },
+            ml_flags: ffi::METH_NOARGS,
+            ml_doc: c"create_future($self)\n--\n\n`asyncio.Future(loop=self)`.".as_ptr(),
+        },
+    )?;
+    install_method(
+        &ty,
+        ffi::PyMethodDef {
+            ml_name: c"time".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunction: time_fast,
+            },
+            ml_flags: ffi::METH_NOARGS,
+            ml_doc: c"time($self)\n--\n\nThe loop's clock: `time.monotonic()`.".as_ptr(),
+        },
     )
 }
 
@@ -1554,17 +1858,35 @@ pub(crate) fn install_method(
     ty.setattr(name, descr)
 }
 
+/// `ptr` as a `&Bound`, with no change to its reference count (as PyO3's own entries
+/// see their arguments; `Bound` is a transparent wrapper of the pointer).
+///
+/// # Safety
+/// `ptr` is a valid object for `'a` and the GIL is held.
+pub(crate) unsafe fn bound_ref<'a, 'py>(
+    _py: Python<'py>,
+    ptr: &'a *mut ffi::PyObject,
+) -> &'a Bound<'py, PyAny> {
+    unsafe { &*std::ptr::from_ref(ptr).cast::<Bound<'py, PyAny>>() }
+}
+
+/// The `LoopCore` a method descriptor was called on.
+///
+/// # Safety
+/// `slf` is a `LoopCore` (the method descriptor checked it) and the GIL is held.
+unsafe fn loop_of<'a>(py: Python<'a>, slf: &'a *mut ffi::PyObject) -> &'a LoopCore {
+    unsafe { bound_ref(py, slf).downcast_unchecked::<LoopCore>() }.get()
+}
+
 /// `get_debug()`. No PyO3 trampoline: reading an atomic flag cannot fail or panic, and
-/// nothing here is dropped but a `Bound` (a direct decref).
+/// nothing here is dropped.
 unsafe extern "C" fn get_debug_fast(
     slf: *mut ffi::PyObject,
     _args: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     unsafe {
-        // The method descriptor checked that `slf` is a LoopCore; the GIL is held.
         let py = Python::assume_gil_acquired();
-        let this = Bound::from_borrowed_ptr(py, slf).downcast_into_unchecked::<LoopCore>();
-        let flag = if this.get().debug() {
+        let flag = if loop_of(py, &slf).debug() {
             ffi::Py_True()
         } else {
             ffi::Py_False()
@@ -1573,102 +1895,229 @@ unsafe extern "C" fn get_debug_fast(
     }
 }
 
-unsafe extern "C" fn call_soon_fast(
+/// `time()`: no PyO3 trampoline, as `get_debug`'s (reading the clock cannot fail).
+unsafe extern "C" fn time_fast(
+    _slf: *mut ffi::PyObject,
+    _args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    unsafe { ffi::PyFloat_FromDouble(monotonic()) }
+}
+
+/// `create_future()`: without PyO3's entry bookkeeping while the loop runs on this
+/// thread, with it otherwise.
+unsafe extern "C" fn create_future_fast(
+    slf: *mut ffi::PyObject,
+    args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    unsafe {
+        let py = Python::assume_gil_acquired();
+        if loop_of(py, &slf).runs_here() {
+            guarded(py, || create_future_impl(py, slf))
+        } else {
+            pyo3::impl_::trampoline::noargs(slf, args, create_future_impl)
+        }
+    }
+}
+
+/// # Safety
+/// `slf` is a `LoopCore` (the method descriptor checked it); the GIL is held.
+unsafe fn create_future_impl(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    let slf = unsafe { bound_ref(py, &slf).downcast_unchecked::<LoopCore>() };
+    LoopCore::new_future(slf).map(Bound::into_ptr)
+}
+
+/// A `METH_FASTCALL | METH_KEYWORDS` entry `$name` for a scheduling method: its
+/// generated method, how many arguments come before the callback, and what to do with
+/// the call taken apart (see `FastCall::schedule`).
+macro_rules! scheduling_entry {
+    ($name:ident, $generic:expr, $lead:expr, $schedule:expr) => {
+        unsafe extern "C" fn $name(
+            slf: *mut ffi::PyObject,
+            args: *const *mut ffi::PyObject,
+            nargsf: ffi::Py_ssize_t,
+            kwnames: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            let call = FastCall {
+                slf,
+                args,
+                nargsf,
+                kwnames,
+            };
+            unsafe { call.schedule(&$generic, $lead, $schedule) }
+        }
+    };
+}
+
+scheduling_entry!(
+    call_soon_fast,
+    CALL_SOON_GENERIC,
+    0,
+    |lp, _, callback, rest, context| {
+        LoopCore::schedule_soon(lp, callback, rest, context).map(Py::into_ptr)
+    }
+);
+
+scheduling_entry!(
+    call_later_fast,
+    CALL_LATER_GENERIC,
+    1,
+    |lp, delay, callback, rest, context| {
+        LoopCore::call_later(lp, delay, callback, rest, context).map(Py::into_ptr)
+    }
+);
+
+scheduling_entry!(
+    call_at_fast,
+    CALL_AT_GENERIC,
+    1,
+    |lp, when, callback, rest, context| {
+        LoopCore::call_at(lp, when, callback, rest, context).map(Py::into_ptr)
+    }
+);
+
+/// The arguments of a `METH_FASTCALL | METH_KEYWORDS` call: `args` holds the positional
+/// arguments (their number in `nargsf`), then one value per name in `kwnames`; `slf`
+/// is a `LoopCore` (the method descriptor checked it).
+#[derive(Clone, Copy)]
+struct FastCall {
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+}
+
+impl FastCall {
+    /// Run a scheduling method (`lead` leading arguments, then `callback, *args`, and
+    /// `context=` or no keyword) from its hand-written entry: by hand while the loop runs
+    /// on this thread outside debug mode and the call has one of those shapes, else
+    /// through `generic`. `schedule` gets the loop, the first argument (the delay or the
+    /// time; the callback for `call_soon`), the callback, the rest as a tuple and the
+    /// context.
+    ///
+    /// # Safety
+    /// The GIL is held; `self` is what the interpreter passed to the entry.
+    #[inline(always)]
+    unsafe fn schedule<'py>(
+        self,
+        generic: &Generic,
+        lead: isize,
+        schedule: impl Fn(
+            &Bound<'py, LoopCore>,
+            &Bound<'py, PyAny>,
+            &Bound<'py, PyAny>,
+            Bound<'py, PyTuple>,
+            Option<PyObject>,
+        ) -> PyResult<*mut ffi::PyObject>,
+    ) -> *mut ffi::PyObject {
+        let FastCall {
+            slf,
+            args,
+            nargsf,
+            kwnames,
+        } = self;
+        unsafe {
+            let py = Python::assume_gil_acquired();
+            let fallback = || generic.call(py, slf, args, nargsf, kwnames);
+            if !loop_of(py, &slf).runs_here_plain() {
+                return fallback();
+            }
+            let nargs = ffi::PyVectorcall_NARGS(nargsf as usize);
+            if nargs < lead + 1 {
+                return fallback();
+            }
+            let context = if kwnames.is_null() {
+                None
+            } else if is_just_context(py, kwnames) {
+                Some(*args.offset(nargs))
+            } else {
+                return fallback();
+            };
+            guarded(py, || {
+                let lp = bound_ref(py, &slf).downcast_unchecked::<LoopCore>();
+                let first = bound_ref(py, &*args);
+                let callback = bound_ref(py, &*args.offset(lead));
+                let rest = tuple_of(py, args.offset(lead + 1), nargs - lead - 1)?;
+                let context = context.map(|c| Bound::from_borrowed_ptr(py, c).unbind());
+                schedule(lp, first, callback, rest, context)
+            })
+        }
+    }
+}
+
+/// `create_task(coro)`: as `FastCall::schedule` does, without PyO3's argument parser and
+/// entry bookkeeping while the loop runs on the calling thread; any other call (names,
+/// contexts) through the generated method.
+unsafe extern "C" fn create_task_fast(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     unsafe {
-        pyo3::impl_::trampoline::fastcall_with_keywords(
-            slf,
-            args,
-            nargsf,
-            kwnames,
-            call_soon_fast_impl,
-        )
-    }
-}
-
-/// # Safety
-/// The `METH_FASTCALL | METH_KEYWORDS` calling convention: `slf` is a `LoopCore` (the
-/// method descriptor checked it), `args` holds the positional arguments, then one
-/// value per name in `kwnames`.
-unsafe fn call_soon_fast_impl(
-    py: Python<'_>,
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargsf: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
-    let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) };
-    let positional = unsafe { std::slice::from_raw_parts(args, nargs as usize) };
-    let context = if kwnames.is_null() {
-        None
-    } else {
-        let names = unsafe { Bound::from_borrowed_ptr(py, kwnames).downcast_into_unchecked() };
-        if !is_just_context(&names)? {
-            return unsafe { call_soon_generic(py, slf, positional, kwnames, args) };
+        let py = Python::assume_gil_acquired();
+        let nargs = ffi::PyVectorcall_NARGS(nargsf as usize);
+        if nargs != 1 || !kwnames.is_null() || !loop_of(py, &slf).runs_here() {
+            return CREATE_TASK_GENERIC.call(py, slf, args, nargsf, kwnames);
         }
-        Some(unsafe { Bound::from_borrowed_ptr(py, *args.offset(nargs)) }.unbind())
-    };
-    let Some((&callback, rest)) = positional.split_first() else {
-        return unsafe { call_soon_generic(py, slf, positional, kwnames, args) };
-    };
-    let slf = unsafe { Bound::from_borrowed_ptr(py, slf).downcast_into_unchecked::<LoopCore>() };
-    let callback = unsafe { Bound::from_borrowed_ptr(py, callback) };
-    let rest = PyTuple::new(
-        py,
-        rest.iter()
-            .map(|&a| unsafe { Bound::from_borrowed_ptr(py, a) }),
-    )?;
-    LoopCore::call_soon(&slf, &callback, rest, context).map(|h| h.into_ptr())
+        guarded(py, || {
+            let lp = bound_ref(py, &slf).downcast_unchecked::<LoopCore>();
+            LoopCore::create_task(lp, bound_ref(py, &*args), None, None).map(Bound::into_ptr)
+        })
+    }
 }
 
-/// Whether a call's keyword names are exactly `("context",)`. (`_asyncio` passes a name
-/// of its own, not the interned one, hence the text comparison.)
-fn is_just_context(names: &Bound<'_, PyTuple>) -> PyResult<bool> {
-    if names.len() != 1 {
-        return Ok(false);
-    }
-    let name = names.get_item(0)?;
-    if name.is(intern!(names.py(), "context")) {
-        return Ok(true);
-    }
-    // Keyword names are always str.
-    Ok(unsafe { ffi::PyUnicode_CompareWithASCIIString(name.as_ptr(), c"context".as_ptr()) } == 0)
-}
-
-/// Hand a call the fast entry does not take to the PyO3-generated `call_soon`.
+/// A tuple of `n` arguments (new references to them).
 ///
 /// # Safety
-/// As `call_soon_fast_impl`.
-unsafe fn call_soon_generic(
-    py: Python<'_>,
-    slf: *mut ffi::PyObject,
-    positional: &[*mut ffi::PyObject],
-    kwnames: *mut ffi::PyObject,
+/// `args` points to `n` valid object pointers; the GIL is held.
+#[inline(always)]
+unsafe fn tuple_of<'py>(
+    py: Python<'py>,
     args: *const *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
-    let generic = CALL_SOON_GENERIC
-        .get(py)
-        .ok_or_else(|| PyTypeError::new_err("call_soon is not initialised"))?;
-    let nkw = if kwnames.is_null() {
-        0
-    } else {
-        unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
-    };
-    let mut all = Vec::with_capacity(1 + positional.len() + nkw);
-    all.push(slf);
-    all.extend_from_slice(positional);
-    all.extend_from_slice(unsafe { std::slice::from_raw_parts(args.add(positional.len()), nkw) });
-    let result = unsafe {
-        ffi::PyObject_Vectorcall(
-            generic.as_ptr(),
-            all.as_ptr(),
-            positional.len() + 1,
-            kwnames,
-        )
-    };
-    unsafe { Bound::from_owned_ptr_or_err(py, result) }.map(Bound::into_ptr)
+    n: ffi::Py_ssize_t,
+) -> PyResult<Bound<'py, PyTuple>> {
+    unsafe {
+        let tuple = Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(n))?;
+        for i in 0..n {
+            let item = *args.offset(i);
+            ffi::PyTuple_SET_ITEM(tuple.as_ptr(), i, ffi::Py_NewRef(item));
+        }
+        Ok(tuple.downcast_into_unchecked())
+    }
+}
+
+/// The keyword names of the last call that `is_just_context` found to be `("context",)`
+/// (kept alive so that its address cannot be reused): `_asyncio` passes the same tuple
+/// every time, so one comparison of addresses settles it.
+static CONTEXT_KWNAMES: std::sync::atomic::AtomicPtr<ffi::PyObject> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// Whether a call's keyword names are exactly `("context",)`. (`_asyncio` passes a tuple
+/// and a name of its own, not the interned one, hence the text comparison.)
+///
+/// # Safety
+/// `kwnames` is a call's tuple of keyword names; the GIL is held.
+unsafe fn is_just_context(py: Python<'_>, kwnames: *mut ffi::PyObject) -> bool {
+    if kwnames == CONTEXT_KWNAMES.load(Ordering::Relaxed) {
+        return true;
+    }
+    unsafe {
+        if ffi::PyTuple_GET_SIZE(kwnames) != 1 {
+            return false;
+        }
+        let name = ffi::PyTuple_GET_ITEM(kwnames, 0);
+        // Keyword names are always str.
+        let matches = name == intern!(py, "context").as_ptr()
+            || ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) == 0;
+        if matches {
+            let old = CONTEXT_KWNAMES.swap(ffi::Py_NewRef(kwnames), Ordering::Relaxed);
+            if !old.is_null() {
+                ffi::Py_DECREF(old);
+            }
+        }
+        matches
+    }
 }

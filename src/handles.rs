@@ -11,6 +11,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyFloat, PyTuple};
+use pyo3::PyClass;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
@@ -85,28 +86,40 @@ impl Slots {
         })
     }
 
-    /// Drop everything now, with the GIL held (no deferral through PyO3's pool).
-    pub fn release(self, py: Python<'_>) {
-        fn now<T>(py: Python<'_>, obj: Option<Py<T>>) {
-            if let Some(o) = obj {
-                drop(o.into_bound(py));
-            }
-        }
-        now(py, self.callback);
-        now(py, self.args);
-        now(py, self.context);
-        now(py, self.loop_);
-        now(py, self.source_traceback);
+    /// Drop everything now, with the GIL held (as any drop of `Slots`: see its `Drop`).
+    pub fn release(self, _py: Python<'_>) {
+        drop(self);
     }
 }
 
-/// Whether the loop may empty `handle` and reuse it: a plain `Handle` (no subclass) that
-/// only the caller's reference keeps alive and that no weak reference points to.
-pub fn reusable(handle: &Bound<'_, Handle>, handle_type: *mut ffi::PyTypeObject) -> bool {
+impl Drop for Slots {
+    /// Slots live in handles, Python objects, and are dropped with the GIL held (by the
+    /// handle's `tp_dealloc`, or by the loop's own code): decref at once, without PyO3's
+    /// check of whether this thread holds the GIL (a thread-local look-up per object).
+    fn drop(&mut self) {
+        fn now<T>(py: Python<'_>, slot: &mut Option<Py<T>>) {
+            if let Some(obj) = slot.take() {
+                drop(obj.into_bound(py));
+            }
+        }
+        // SAFETY: see above.
+        let py = unsafe { Python::assume_gil_acquired() };
+        now(py, &mut self.callback);
+        now(py, &mut self.args);
+        now(py, &mut self.context);
+        now(py, &mut self.loop_);
+        now(py, &mut self.source_traceback);
+    }
+}
+
+/// Whether the loop may empty `handle` and reuse it: an object of exactly type `ty` (a
+/// plain `Handle` or `TimerHandle`, no subclass) that only the caller's reference keeps
+/// alive and that no weak reference points to.
+pub fn reusable(handle: &Bound<'_, Handle>, ty: *mut ffi::PyTypeObject) -> bool {
     let p = handle.as_ptr();
     unsafe {
         let tp = ffi::Py_TYPE(p);
-        if tp != handle_type || ffi::Py_REFCNT(p) != 1 {
+        if tp != ty || ffi::Py_REFCNT(p) != 1 {
             return false;
         }
         let offset = (*tp).tp_weaklistoffset;
@@ -163,6 +176,14 @@ impl Handle {
             None => Err(pyo3::exceptions::PyRuntimeError::new_err(
                 "oxloop internal error: handle has no loop",
             )),
+        }
+    }
+
+    /// Whether this handle's loop runs on the calling thread (see `event_loop::guarded`).
+    fn loop_runs_here(&self) -> bool {
+        match self.slots.try_ref() {
+            Ok(s) => s.loop_.as_ref().is_some_and(|l| l.get().runs_here()),
+            Err(_) => false,
         }
     }
 
@@ -233,17 +254,17 @@ impl Handle {
     pub fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
         let py = slf.py();
         let h = slf.get();
-        // Bound (not Py) clones: dropping them needs no check of who holds the GIL.
+        // Bound (not Py) clones: dropping them needs no check of who holds the GIL. The
+        // callback may cancel its own handle, which drops the callback and its arguments,
+        // hence the clones; the context is only borrowed: `PyContext_Enter` holds a
+        // reference to it until `PyContext_Exit`.
         let (cb, args, ctx) = {
             let slots = h.slots.try_ref()?;
             match (&slots.callback, &slots.args, &slots.context) {
-                (Some(c), Some(a), Some(x)) => {
-                    (c.bind(py).clone(), a.bind(py).clone(), x.bind(py).clone())
-                }
+                (Some(c), Some(a), Some(x)) => (c.bind(py).clone(), a.bind(py).clone(), x.as_ptr()),
                 _ => return Ok(()), // cancelled meanwhile (or emptied: nothing to run)
             }
         };
-        let ctx = ctx.as_ptr();
         if unsafe { ffi::PyContext_Enter(ctx) } != 0 {
             let err = PyErr::fetch(py);
             return Handle::report(slf, cb.unbind(), args.unbind(), err);
@@ -298,7 +319,9 @@ impl Handle {
             info.push("cancelled".to_string());
         }
         if let Ok(timer) = slf.downcast::<TimerHandle>() {
-            let when = PyFloat::new(py, timer.get().when).repr()?.to_string();
+            let when = PyFloat::new(py, timer.get().when_value())
+                .repr()?
+                .to_string();
             let pos = if h.is_cancelled() { 2 } else { 1 };
             info.insert(pos, format!("when={when}"));
         }
@@ -415,21 +438,31 @@ impl Handle {
 /// A handle scheduled at an absolute loop time.
 #[pyclass(module = "oxloop._oxloop", extends = Handle, frozen)]
 pub struct TimerHandle {
-    when: f64,
+    /// The deadline (f64 bits): set once per use (a reused timer gets a new one).
+    when: AtomicU64,
     scheduled: AtomicBool,
 }
 
 impl TimerHandle {
     pub fn new(when: f64) -> TimerHandle {
         TimerHandle {
-            when,
+            when: AtomicU64::new(when.to_bits()),
             scheduled: AtomicBool::new(false),
         }
     }
 
     #[inline]
     pub fn when_value(&self) -> f64 {
-        self.when
+        f64::from_bits(self.when.load(Ordering::Relaxed))
+    }
+
+    /// Give a timer emptied by `Handle::take_for_reuse` new slots and a new deadline.
+    pub fn refill(slf: &Bound<'_, TimerHandle>, slots: Slots, when: f64) -> PyResult<()> {
+        slf.as_super().get().refill(slf.py(), slots)?;
+        let timer = slf.get();
+        timer.when.store(when.to_bits(), Ordering::Relaxed);
+        timer.scheduled.store(false, Ordering::Relaxed);
+        Ok(())
     }
 
     #[inline]
@@ -449,12 +482,12 @@ impl TimerHandle {
     }
 
     fn when(&self) -> f64 {
-        self.when
+        self.when_value()
     }
 
     #[getter]
     fn _when(&self) -> f64 {
-        self.when
+        self.when_value()
     }
 
     #[getter]
@@ -464,7 +497,7 @@ impl TimerHandle {
 
     fn __hash__(&self) -> u64 {
         // Same as hash(float): equal whens hash equal.
-        self.when.to_bits()
+        self.when_value().to_bits()
     }
 
     fn __richcmp__(
@@ -476,7 +509,7 @@ impl TimerHandle {
         let Ok(other) = other.downcast::<TimerHandle>() else {
             return Ok(py.NotImplemented());
         };
-        let (a, b) = (slf.get().when, other.get().when);
+        let (a, b) = (slf.get().when_value(), other.get().when_value());
         let equal = || -> PyResult<bool> {
             if a != b {
                 return Ok(false);
@@ -495,5 +528,77 @@ impl TimerHandle {
             CompareOp::Ne => !equal()?,
         };
         Ok(result.into_pyobject(py)?.to_owned().into_any().unbind())
+    }
+}
+
+/// Replace `Handle.cancel` and `TimerHandle.cancel` by `METH_NOARGS` entries that skip
+/// PyO3's bookkeeping while the handle's loop runs on the calling thread (see
+/// `event_loop::guarded`); otherwise they run inside PyO3's entry as before.
+pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
+    install_cancel(&py.get_type::<Handle>(), cancel_fast::<Handle>)?;
+    install_cancel(&py.get_type::<TimerHandle>(), cancel_fast::<TimerHandle>)
+}
+
+fn install_cancel(ty: &Bound<'_, pyo3::types::PyType>, entry: ffi::PyCFunction) -> PyResult<()> {
+    crate::event_loop::install_method(
+        ty,
+        ffi::PyMethodDef {
+            ml_name: c"cancel".as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer { PyCFunction: entry },
+            ml_flags: ffi::METH_NOARGS,
+            ml_doc: c"cancel($self)\n--\n\n".as_ptr(),
+        },
+    )
+}
+
+/// A handle type's `cancel`.
+trait Cancel: PyClass {
+    fn cancel_it(slf: &Bound<'_, Self>) -> PyResult<()>;
+    /// Whether the handle's loop runs on the calling thread.
+    fn loop_runs_here(slf: &Bound<'_, Self>) -> bool;
+}
+
+impl Cancel for Handle {
+    fn cancel_it(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Handle::cancel_base(slf)
+    }
+    fn loop_runs_here(slf: &Bound<'_, Self>) -> bool {
+        slf.get().loop_runs_here()
+    }
+}
+
+impl Cancel for TimerHandle {
+    fn cancel_it(slf: &Bound<'_, Self>) -> PyResult<()> {
+        TimerHandle::cancel(slf)
+    }
+    fn loop_runs_here(slf: &Bound<'_, Self>) -> bool {
+        slf.as_super().get().loop_runs_here()
+    }
+}
+
+/// `cancel()` of a `T`: by `guarded` when the handle's loop runs here, else in PyO3's
+/// entry.
+unsafe extern "C" fn cancel_fast<T: Cancel>(
+    slf: *mut ffi::PyObject,
+    args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    /// # Safety
+    /// `slf` is a `T` (the method descriptor checked it) and the GIL is held.
+    unsafe fn body<T: Cancel>(
+        py: Python<'_>,
+        slf: *mut ffi::PyObject,
+    ) -> PyResult<*mut ffi::PyObject> {
+        let handle = unsafe { crate::event_loop::bound_ref(py, &slf).downcast_unchecked::<T>() };
+        T::cancel_it(handle)?;
+        Ok(unsafe { ffi::Py_NewRef(ffi::Py_None()) })
+    }
+    unsafe {
+        let py = Python::assume_gil_acquired();
+        let handle = crate::event_loop::bound_ref(py, &slf).downcast_unchecked::<T>();
+        if T::loop_runs_here(handle) {
+            crate::event_loop::guarded(py, || body::<T>(py, slf))
+        } else {
+            pyo3::impl_::trampoline::noargs(slf, args, body::<T>)
+        }
     }
 }

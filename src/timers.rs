@@ -14,10 +14,39 @@ use crate::handles::TimerHandle;
 
 const MIN_COMPACT_SIZE: usize = 100;
 
+/// A scheduled timer. Entries compare by one pair of integers, the deadline's order key
+/// then the insertion number, not by `f64::total_cmp` then the number (the heap compares
+/// on every level of every push and pop).
 struct Entry {
-    when: f64,
+    key: u64,
     seq: u64,
     handle: Py<TimerHandle>,
+}
+
+/// `when` as an integer in `f64::total_cmp`'s order: flip a negative number's bits, set a
+/// positive number's sign bit.
+fn order_key(when: f64) -> u64 {
+    let bits = when.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    }
+}
+
+/// The inverse of `order_key`.
+fn when_of(key: u64) -> f64 {
+    if key >> 63 == 1 {
+        f64::from_bits(key & !(1 << 63))
+    } else {
+        f64::from_bits(!key)
+    }
+}
+
+impl Entry {
+    fn when(&self) -> f64 {
+        when_of(self.key)
+    }
 }
 
 impl PartialEq for Entry {
@@ -34,10 +63,7 @@ impl PartialOrd for Entry {
 impl Ord for Entry {
     // Reversed: BinaryHeap is a max-heap and we want the earliest deadline on top.
     fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .when
-            .total_cmp(&self.when)
-            .then_with(|| other.seq.cmp(&self.seq))
+        (other.key, other.seq).cmp(&(self.key, self.seq))
     }
 }
 
@@ -58,7 +84,7 @@ impl TimerHeap {
         handle.get().set_scheduled(true);
         self.seq += 1;
         self.heap.push(Entry {
-            when,
+            key: order_key(when),
             seq: self.seq,
             handle,
         });
@@ -103,12 +129,12 @@ impl TimerHeap {
 
     /// Deadline of the earliest timer, if any.
     pub fn next_when(&self) -> Option<f64> {
-        self.heap.peek().map(|e| e.when)
+        self.heap.peek().map(Entry::when)
     }
 
     /// Pop the earliest timer if it is due before `end_time`.
     pub fn pop_due(&mut self, end_time: f64) -> Option<Py<TimerHandle>> {
-        if self.heap.peek()?.when >= end_time {
+        if self.heap.peek()?.when() >= end_time {
             return None;
         }
         let e = self.heap.pop()?;
@@ -127,5 +153,33 @@ impl TimerHeap {
 
     pub fn handles(&self) -> impl Iterator<Item = &Py<TimerHandle>> {
         self.heap.iter().map(|e| &e.handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_keys_sort_as_total_cmp_and_invert() {
+        let values = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -2.5,
+            -f64::MIN_POSITIVE,
+            -0.0,
+            0.0,
+            f64::MIN_POSITIVE,
+            1e-9,
+            2.5,
+            1e300,
+            f64::INFINITY,
+        ];
+        for a in values {
+            assert_eq!(when_of(order_key(a)).to_bits(), a.to_bits());
+            for b in values {
+                assert_eq!(order_key(a).cmp(&order_key(b)), a.total_cmp(&b), "{a} {b}");
+            }
+        }
     }
 }

@@ -9,7 +9,8 @@ import asyncio
 import gc
 import weakref
 
-from support import is_stock, run, run_forever_once
+import pytest
+from support import is_stock, make_loop, run, run_forever_once
 
 
 class Holder:
@@ -83,3 +84,29 @@ def test_handles_are_tracked_again_once_the_loop_lets_go(any_loop):
     run(any_loop, asyncio.sleep(0.01))
     assert gc.is_tracked(soon)
     assert gc.is_tracked(timer)
+
+
+@pytest.mark.parametrize("kind", ["oxloop", "stock"])
+def test_cycle_through_the_loops_own_state_is_collected(kind):
+    # The exception handler and the task factory are the loop's own state (oxloop keeps
+    # the handler in a slot): a cycle through them back to the loop is still collected.
+    ref = _loop_in_a_cycle(kind)
+    assert collected(ref)
+
+
+def _loop_in_a_cycle(kind):
+    loop = make_loop(kind)
+    holder = Holder()
+    holder.loop = loop
+    loop.set_exception_handler(lambda lp, ctx, holder=holder: None)
+    loop.set_task_factory(lambda lp, coro, holder=holder: asyncio.Task(coro, loop=lp))
+    loop.close()
+    return weakref.ref(loop)
+
+
+def test_code_can_still_set_attributes_on_a_loop(any_loop):
+    any_loop.custom = 1
+    assert any_loop.custom == 1
+    assert any_loop.__dict__["custom"] == 1
+    del any_loop.custom
+    assert not hasattr(any_loop, "custom")

@@ -60,6 +60,24 @@ class Loop(
 ):
     """An asyncio event loop whose core runs in Rust."""
 
+    # The loop's own Python-side state lives in slots, not in the instance __dict__ (which
+    # stays for anything else code sets on a loop): the C Future and Task look `call_soon`
+    # and `get_debug` up on the loop per call, and a method lookup searches the instance
+    # dict after the type, a miss in a dict of a dozen keys (about 100 instructions).
+    __slots__ = (
+        "_exception_handler",
+        "_default_executor",
+        "_executor_shutdown_called",
+        "_asyncgens",
+        "_asyncgens_shutdown_called",
+        "_coroutine_origin_tracking_enabled",
+        "_coroutine_origin_tracking_saved_depth",
+        "_signal_socks",
+        "_signals",
+        "_unix_inodes",
+        "_child_watches",
+    )
+
     def __init__(self) -> None:
         self._exception_handler = None
         self._task_factory = None
