@@ -70,7 +70,7 @@ def test_close_shuts_down_both_sides(any_loop, pki):
         transport.close()
         closing = transport.is_closing()
         exc = await proto.lost
-        server_exc = await server_proto.lost
+        await server_proto.lost
         await finish(server)
         return closing, exc, server_proto.events, proto.events
 
