@@ -19,7 +19,7 @@ use pyo3::exceptions::{
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::{intern, IntoPyObjectExt, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
@@ -29,6 +29,9 @@ use crate::transport::{
 
 /// Largest read from the TLS object into the application, as stock (`max_size`).
 const MAX_SIZE: usize = 256 * 1024;
+/// From how many waiting encrypted bytes a read decrypts straight into a new `bytes`
+/// rather than through the shared buffer and a copy.
+const FRESH_MIN: i64 = 4096;
 /// The stock default water marks, in KiB (`constants.FLOW_CONTROL_HIGH_WATER_SSL_*`).
 const HIGH_WATER_SSL_READ_KB: i64 = 256;
 const HIGH_WATER_SSL_WRITE_KB: i64 = 512;
@@ -134,6 +137,20 @@ fn shared_buf<'a>(py: Python<'_>, cell: &'a GILOnceCell<SharedBuf>) -> PyResult<
             view: view.unbind(),
         })
     })
+}
+
+/// `_PyBytes_Resize` of a `bytes` only we hold.
+fn resize_bytes(obj: Bound<'_, PyAny>, size: usize) -> PyResult<Bound<'_, PyAny>> {
+    let py = obj.py();
+    let mut p = obj.into_ptr();
+    // SAFETY: `p` is a bytes with a reference count of one, which we own; on failure
+    // _PyBytes_Resize frees it and sets p to NULL.
+    unsafe {
+        if ffi::_PyBytes_Resize(&mut p, size as ffi::Py_ssize_t) != 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(Bound::from_owned_ptr(py, p))
+    }
 }
 
 /// A read-only memoryview of the first `n` bytes of `buf`.
@@ -942,13 +959,19 @@ impl TlsProtocol {
         Ok(())
     }
 
-    /// Decrypt all there is into the shared buffer: (the data, whether close_notify came).
+    /// Decrypt all there is: (the data, whether close_notify came). Small amounts go
+    /// through the shared buffer into a reused `bytes`; from `FRESH_MIN` encrypted bytes
+    /// on, straight into a new `bytes` (one copy less).
     #[allow(clippy::type_complexity)]
     fn read_copied_fast<'py>(
         slf: &Bound<'py, Self>,
-    ) -> PyResult<(Option<Bound<'py, pyo3::types::PyBytes>>, bool)> {
+    ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool)> {
         let py = slf.py();
         let this = slf.get();
+        let waiting = this.read_buffer_size(py)?;
+        if waiting >= FRESH_MIN {
+            return Self::read_fresh(slf, waiting as usize);
+        }
         let out = shared_buf(py, &OUT_BUF)?;
         let view = out.view.bind(py);
         let mut acc: Option<Vec<u8>> = None;
@@ -987,6 +1010,68 @@ impl TlsProtocol {
             None => None,
         };
         Ok((data, eof))
+    }
+
+    /// Decrypt into a new `bytes` of `cap` bytes (the encrypted size: the plain text is
+    /// smaller), grown if the TLS object held more, cut to what came.
+    #[allow(clippy::type_complexity)]
+    fn read_fresh<'py>(
+        slf: &Bound<'py, Self>,
+        mut cap: usize,
+    ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool)> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut obj = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyBytes_FromStringAndSize(std::ptr::null(), cap as ffi::Py_ssize_t),
+            )?
+        };
+        let mut offset = 0usize;
+        let mut eof = false;
+        loop {
+            if offset == cap {
+                if this.drained(py)? {
+                    break;
+                }
+                cap *= 2;
+                obj = resize_bytes(obj, cap)?;
+            }
+            // SAFETY: the new bytes is ours alone (no other reference, no hash yet) until
+            // it is returned; the view is dropped before any resize.
+            let view = unsafe {
+                let at =
+                    (ffi::PyBytes_AS_STRING(obj.as_ptr()) as *mut std::os::raw::c_char).add(offset);
+                Bound::from_owned_ptr_or_err(
+                    py,
+                    ffi::PyMemoryView_FromMemory(
+                        at,
+                        (cap - offset) as ffi::Py_ssize_t,
+                        ffi::PyBUF_WRITE,
+                    ),
+                )?
+            };
+            let got = this.read_into(py, (cap - offset).min(MAX_SIZE), &view)?;
+            drop(view);
+            match got {
+                None => break,
+                Some(0) => {
+                    eof = true;
+                    break;
+                }
+                Some(n) => {
+                    offset += n;
+                    if offset < cap && this.drained(py)? {
+                        break;
+                    }
+                }
+            }
+        }
+        if offset == 0 {
+            return Ok((None, eof));
+        }
+        let obj = resize_bytes(obj, offset)?;
+        Ok((Some(obj.downcast_into::<PyBytes>()?), eof))
     }
 
     /// The stock `_do_read__copied`, through `SSLObject.read` (a custom
