@@ -61,6 +61,7 @@ class ServerRecorder(Recorder):
 # -- shutdown and EOF ----------------------------------------------------------------------------
 
 
+@modern
 def test_close_shuts_down_both_sides(any_loop, pki):
     async def main():
         server, transport, proto, server_proto = await tls_pair(any_loop, pki, ServerRecorder)
@@ -82,6 +83,7 @@ def test_close_shuts_down_both_sides(any_loop, pki):
     assert client_events == ["made", "eof", "lost"]
 
 
+@modern
 def test_eof_received_true_has_no_effect(any_loop, pki, caplog):
     class KeepOpen(Recorder):
         def __init__(self):
@@ -430,6 +432,7 @@ def test_buffered_app_protocol_small_buffer(any_loop, pki):
     assert run(any_loop, main())
 
 
+@modern
 def test_buffered_server_sees_eof(any_loop, pki):
     async def main():
         server, transport, proto, server_proto = await tls_pair(any_loop, pki, SmallBuffered)
