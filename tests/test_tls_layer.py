@@ -636,3 +636,43 @@ def test_custom_sslobject_class_and_sni_callback(any_loop, pki):
     assert run(any_loop, main()) == (True, "CountingSSLObject")
     assert calls["read"] > 0 and calls["write"] > 0
     assert names == ["localhost"]
+
+
+@modern
+def test_tls_in_tls(any_loop, pki):
+    """start_tls over a TLS transport: the outer connection carries the inner one."""
+
+    async def main():
+        upgraded = any_loop.create_future()
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport):
+                any_loop.create_task(self.upgrade(transport))
+
+            async def upgrade(self, transport):
+                tls = await any_loop.start_tls(transport, self, pki.server, server_side=True)
+                upgraded.set_result(tls)
+
+            def data_received(self, data):
+                any_loop.create_task(self.reply(data))
+
+            async def reply(self, data):
+                (await upgraded).write(data)
+
+        server = await any_loop.create_server(Server, "127.0.0.1", 0, ssl=pki.server)
+        port = server.sockets[0].getsockname()[1]
+        outer, proto = await any_loop.create_connection(
+            Recorder, "127.0.0.1", port, ssl=pki.client, server_hostname="localhost"
+        )
+        inner = await any_loop.start_tls(outer, proto, pki.client, server_hostname="localhost")
+        msg = payload(1_500_000, seed=11)
+        inner.write(msg)
+        same = await proto.wait_bytes(len(msg)) == msg
+        nested = inner.get_extra_info("ssl_object") is not outer.get_extra_info("ssl_object")
+        inner.close()
+        await proto.lost
+        (await upgraded).close()
+        await finish(server)
+        return same, nested
+
+    assert run(any_loop, main()) == (True, True)
