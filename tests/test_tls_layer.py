@@ -676,3 +676,44 @@ def test_tls_in_tls(any_loop, pki):
         return same, nested
 
     assert run(any_loop, main()) == (True, True)
+
+
+@modern
+def test_shutdown_timeout(any_loop, pki):
+    """A peer that never answers close_notify: the shutdown gives up after the timeout."""
+
+    class Deaf(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.pause_reading()  # the close_notify waits, unanswered
+
+    async def main():
+        accepted = any_loop.create_future()
+
+        def factory():
+            proto = Deaf()
+            accepted.set_result(proto)
+            return proto
+
+        server = await any_loop.create_server(factory, "127.0.0.1", 0, ssl=pki.server)
+        port = server.sockets[0].getsockname()[1]
+        transport, proto = await any_loop.create_connection(
+            Recorder,
+            "127.0.0.1",
+            port,
+            ssl=pki.client,
+            server_hostname="localhost",
+            ssl_shutdown_timeout=0.1,
+        )
+        server_proto = await accepted
+        await server_proto.made
+        transport.close()
+        exc = await proto.lost
+        server_proto.transport.abort()
+        await server_proto.lost
+        await finish(server)
+        return exc
+
+    exc = run(any_loop, main())
+    assert isinstance(exc, TimeoutError)
+    assert str(exc) == "SSL shutdown timed out"
