@@ -31,7 +31,7 @@ use crate::transport::{
 const MAX_SIZE: usize = 256 * 1024;
 /// From how many waiting encrypted bytes a read decrypts straight into a new `bytes`
 /// rather than through the shared buffer and a copy.
-const FRESH_MIN: i64 = 4096;
+const FRESH_MIN: usize = 4096;
 /// The stock default water marks, in KiB (`constants.FLOW_CONTROL_HIGH_WATER_SSL_*`).
 const HIGH_WATER_SSL_READ_KB: i64 = 256;
 const HIGH_WATER_SSL_WRITE_KB: i64 = 512;
@@ -249,6 +249,8 @@ struct Tls {
     /// Python 3.13's `_abort(exc)` (force-closes the transport) rather than 3.11/3.12's
     /// `_abort()` (aborts it).
     abort_with_exc: bool,
+    /// Encrypted bytes `buffer_updated` fed in for the read it starts (0 otherwise).
+    fed: usize,
 }
 
 /// The stock `add_flowcontrol_defaults`: (high, low) from what was given, `kb` KiB
@@ -968,9 +970,11 @@ impl TlsProtocol {
     ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool)> {
         let py = slf.py();
         let this = slf.get();
-        let waiting = this.read_buffer_size(py)?;
-        if waiting >= FRESH_MIN {
-            return Self::read_fresh(slf, waiting as usize);
+        // How much `buffer_updated` just fed in: the size of the new bytes to decrypt
+        // into (grown if the TLS object holds more). Other callers take the shared buffer.
+        let fed = std::mem::take(&mut this.st.try_mut()?.fed);
+        if fed >= FRESH_MIN {
+            return Self::read_fresh(slf, fed);
         }
         let out = shared_buf(py, &OUT_BUF)?;
         let view = out.view.bind(py);
@@ -1287,6 +1291,7 @@ impl TlsProtocol {
                 out_high,
                 out_low,
                 abort_with_exc,
+                fed: 0,
             }),
         };
         proto.set_app_protocol(app_protocol)?;
@@ -1423,13 +1428,16 @@ impl TlsProtocol {
         let write = this.st.try_ref()?.incoming_write.clone_ref(py);
         write.bind(py).call1((&view,))?;
         drop(view);
-        match this.state()? {
+        this.st.try_mut()?.fed = n;
+        let r = match this.state()? {
             State::Handshake => Self::do_handshake(slf),
             State::Wrapped => Self::do_read(slf),
             State::Flushing => Self::do_flush(slf),
             State::Shutdown => Self::do_shutdown(slf),
             State::Unwrapped => Ok(()),
-        }
+        };
+        this.st.try_mut()?.fed = 0;
+        r
     }
 
     fn eof_received(slf: &Bound<'_, Self>) -> PyResult<Option<bool>> {
