@@ -153,6 +153,15 @@ fn resize_bytes(obj: Bound<'_, PyAny>, size: usize) -> PyResult<Bound<'_, PyAny>
     }
 }
 
+static MAX_SIZE_INT: GILOnceCell<PyObject> = GILOnceCell::new();
+
+/// `MAX_SIZE` as a Python int, made once (it is past the small ints CPython keeps).
+fn max_size_int(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    MAX_SIZE_INT
+        .get_or_try_init(py, || MAX_SIZE.into_py_any(py))
+        .map(|n| n.bind(py))
+}
+
 /// A read-only memoryview of the first `n` bytes of `buf`.
 fn view_of<'py>(py: Python<'py>, buf: &SharedBuf, n: usize) -> PyResult<Bound<'py, PyAny>> {
     unsafe {
@@ -718,14 +727,23 @@ impl TlsProtocol {
             let st = this.st.try_ref()?;
             (!st.ssl_writing_paused).then(|| st.outgoing_read.clone_ref(py))
         };
+        // The outgoing BIO is known empty when it was just read out and no code ran since.
+        let mut drained = false;
         if let Some(read) = read {
             let data = read.bind(py).call0()?;
             if data.len()? > 0 {
                 this.transport_or_err(py, "write")?
                     .call_method1(intern!(py, "write"), (data,))?;
+            } else {
+                drained = true;
             }
         }
-        Self::control_app_writing(slf)
+        let size = if drained {
+            this.st.try_ref()?.write_buffer_size
+        } else {
+            this.write_buffer_size(py)?
+        };
+        Self::control_app_writing_at(slf, size)
     }
 
     fn write_buffer_size(&self, py: Python<'_>) -> PyResult<i64> {
@@ -747,9 +765,14 @@ impl TlsProtocol {
     }
 
     fn control_app_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let size = slf.get().write_buffer_size(slf.py())?;
+        Self::control_app_writing_at(slf, size)
+    }
+
+    /// `_control_app_writing` with the write buffer size (`_get_write_buffer_size()`).
+    fn control_app_writing_at(slf: &Bound<'_, Self>, size: i64) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let size = this.write_buffer_size(py)?;
         let (method, message) = {
             let mut st = this.st.try_mut()?;
             if size >= st.out_high && !st.app_writing_paused {
@@ -850,11 +873,11 @@ impl TlsProtocol {
     }
 
     /// `sslobj.read(n, buf)` -> count, or None for SSLWantReadError/SSLSyscallError.
-    fn read_into(
+    fn read_into<'py, N: IntoPyObject<'py>>(
         &self,
-        py: Python<'_>,
-        n: usize,
-        buf: &Bound<'_, PyAny>,
+        py: Python<'py>,
+        n: N,
+        buf: &Bound<'py, PyAny>,
     ) -> PyResult<Option<usize>> {
         let read = {
             let st = self.st.try_ref()?;
@@ -982,7 +1005,7 @@ impl TlsProtocol {
         let mut first = 0usize;
         let mut eof = false;
         loop {
-            match this.read_into(py, MAX_SIZE, view)? {
+            match this.read_into(py, max_size_int(py)?, view)? {
                 None => break,
                 Some(0) => {
                     eof = true;
