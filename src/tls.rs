@@ -694,8 +694,9 @@ impl TlsProtocol {
                 Err(e) => return Err(e),
             };
             let len = data.len()? as i64;
-            let rest = if count.lt(len)? {
-                let count: i64 = count.extract()?;
+            // `SSLObject.write` returns an int.
+            let count: i64 = count.extract()?;
+            let rest = if count < len {
                 Some((
                     data.get_item(pyo3::types::PySlice::new(py, count as isize, isize::MAX, 1))?,
                     count,
