@@ -353,6 +353,24 @@ impl TlsProtocol {
         Ok(self.st.try_ref()?.sslobj.bind(py).clone())
     }
 
+    /// A method of the TLS object: the `_SSLSocket`'s own (fast path) or looked up on
+    /// the user's `sslobject_class` (with no state borrowed).
+    fn sslobj_method(
+        &self,
+        py: Python<'_>,
+        fast: fn(&Fast) -> &PyObject,
+        name: &Bound<'_, pyo3::types::PyString>,
+    ) -> PyResult<PyObject> {
+        let sslobj = {
+            let st = self.st.try_ref()?;
+            if let Some(f) = &st.fast {
+                return Ok(fast(f).clone_ref(py));
+            }
+            st.sslobj.clone_ref(py)
+        };
+        sslobj.getattr(py, name)
+    }
+
     fn call_soon(
         &self,
         py: Python<'_>,
@@ -678,15 +696,10 @@ impl TlsProtocol {
         let py = slf.py();
         let this = slf.get();
         loop {
-            let (data, write) = {
-                let st = this.st.try_ref()?;
-                let Some(d) = st.backlog.front() else { break };
-                let write = match &st.fast {
-                    Some(f) => f.write.clone_ref(py),
-                    None => st.sslobj.getattr(py, intern!(py, "write"))?,
-                };
-                (d.clone_ref(py), write)
+            let Some(data) = this.st.try_ref()?.backlog.front().map(|d| d.clone_ref(py)) else {
+                break;
             };
+            let write = this.sslobj_method(py, |f| &f.write, intern!(py, "write"))?;
             let data = data.bind(py);
             let count = match write.bind(py).call1((data,)) {
                 Ok(c) => c,
@@ -880,13 +893,7 @@ impl TlsProtocol {
         n: N,
         buf: &Bound<'py, PyAny>,
     ) -> PyResult<Option<usize>> {
-        let read = {
-            let st = self.st.try_ref()?;
-            match &st.fast {
-                Some(f) => f.read.clone_ref(py),
-                None => st.sslobj.getattr(py, intern!(py, "read"))?,
-            }
-        };
+        let read = self.sslobj_method(py, |f| &f.read, intern!(py, "read"))?;
         match read.bind(py).call1((n, buf)) {
             Ok(c) => Ok(Some(c.extract()?)),
             Err(e) if is_again(py, &e)? => Ok(None),
