@@ -12,6 +12,7 @@ mod sockaddr;
 mod stats;
 mod stream;
 mod timers;
+mod tls;
 mod transport;
 mod udp;
 mod watchdog;
@@ -30,5 +31,6 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<udp::DatagramTransport>()?;
     m.add_function(wrap_pyfunction!(helpers::_set_helpers, m)?)?;
     sock::register(m)?;
+    tls::register(m)?;
     Ok(())
 }

@@ -3,9 +3,11 @@
 Setting a connection up (resolving, trying addresses, binding, listening, accepting,
 checking arguments) runs once per connection and stays in Python; the transports it
 makes are the Rust `StreamTransport`s (`_transports`). TLS runs through the `ssl`
-module's `MemoryBIO`/`SSLObject` by way of asyncio's own `sslproto.SSLProtocol`, layered
-over the plain transport, as the stock loop does; nothing of `asyncio` or `ssl` is
-patched. Checks and messages follow the stock loop of each Python version.
+module's `MemoryBIO`/`SSLObject`, layered over the plain transport as the stock loop
+does: on 3.11+ by oxloop's Rust SSL protocol (`_oxloop.TlsProtocol`, the semantics of
+that version's `sslproto`), on 3.10 by asyncio's own `sslproto.SSLProtocol`; nothing of
+`asyncio` or `ssl` is patched. Checks and messages follow the stock loop of each Python
+version.
 """
 
 from __future__ import annotations
@@ -18,10 +20,21 @@ import os
 import socket
 import stat
 import sys
-from asyncio import constants, exceptions, protocols, sslproto, staggered, tasks, trsock
+import warnings
+from asyncio import (
+    constants,
+    exceptions,
+    protocols,
+    sslproto,
+    staggered,
+    tasks,
+    transports,
+    trsock,
+)
 from asyncio.log import logger
 
 from . import _transports
+from ._oxloop import TlsProtocol, TlsTransport
 from ._server import Server
 
 try:
@@ -187,6 +200,103 @@ class _FallbackProtocol(protocols.Protocol):
             self._proto.resume_writing()
 
 
+class SSLProtocol(TlsProtocol, protocols.BufferedProtocol):
+    """The SSL protocol of a TLS connection (3.11+): the Rust state machine, a real
+    `asyncio.BufferedProtocol` (the plain transport reads straight into its buffer)."""
+
+    __slots__ = ()
+
+
+class _SSLProtocolTransport(TlsTransport):
+    """The transport the application protocol of a TLS connection sees (3.11+)."""
+
+    __slots__ = ()
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.FALLBACK
+
+    # As the stream transports (`_transports.TransportMixin`): isinstance() sees a
+    # namesake of the stock class, an `asyncio.Transport`; type() is the Rust-backed one.
+    @property
+    def __class__(self):
+        return _SSL_TRANSPORT_CLASS
+
+    def __del__(self, _warn=warnings.warn) -> None:
+        if not self._closed:
+            self._closed = True
+            _warn("unclosed transport <asyncio._SSLProtocolTransport object>", ResourceWarning)
+
+
+_SSL_TRANSPORT_CLASS = type(
+    "_SSLProtocolTransport",
+    (transports._FlowControlMixin, transports.Transport),
+    {"__slots__": (), "__module__": __name__},
+)
+
+
+def _ssl_protocol(
+    loop,
+    app_protocol,
+    sslcontext,
+    waiter,
+    server_side=False,
+    server_hostname=None,
+    call_connection_made=True,
+    ssl_handshake_timeout=None,
+    ssl_shutdown_timeout=None,
+):
+    """The SSL protocol for a connection: the stock one on 3.10, oxloop's on 3.11+ (the
+    stock constructor's checks, in its order, then the Rust state machine)."""
+    if not _PY311:
+        return sslproto.SSLProtocol(
+            loop,
+            app_protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            call_connection_made=call_connection_made,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+        )
+    if _ssl is None:
+        raise RuntimeError("stdlib ssl module not available")
+    if ssl_handshake_timeout is None:
+        ssl_handshake_timeout = constants.SSL_HANDSHAKE_TIMEOUT
+    elif ssl_handshake_timeout <= 0:
+        raise ValueError(
+            f"ssl_handshake_timeout should be a positive number, got {ssl_handshake_timeout}"
+        )
+    if ssl_shutdown_timeout is None:
+        ssl_shutdown_timeout = constants.SSL_SHUTDOWN_TIMEOUT
+    elif ssl_shutdown_timeout <= 0:
+        raise ValueError(
+            f"ssl_shutdown_timeout should be a positive number, got {ssl_shutdown_timeout}"
+        )
+    if not sslcontext:
+        sslcontext = sslproto._create_transport_context(server_side, server_hostname)
+    if not server_hostname or server_side:
+        server_hostname = None
+    incoming = _ssl.MemoryBIO()
+    outgoing = _ssl.MemoryBIO()
+    sslobj = sslcontext.wrap_bio(
+        incoming, outgoing, server_side=server_side, server_hostname=server_hostname
+    )
+    protocol = SSLProtocol(
+        loop,
+        app_protocol,
+        sslcontext,
+        waiter,
+        call_connection_made,
+        ssl_handshake_timeout,
+        ssl_shutdown_timeout,
+        incoming,
+        outgoing,
+        sslobj,
+        _PY313,
+    )
+    protocol._set_app_transport(_SSLProtocolTransport(loop, protocol))
+    return protocol
+
+
 class NetMethods:
     """Mixed into `oxloop.Loop`."""
 
@@ -220,11 +330,15 @@ class NetMethods:
         ssl_handshake_timeout=None,
         ssl_shutdown_timeout=None,
     ):
-        kwargs = {"ssl_handshake_timeout": ssl_handshake_timeout}
-        if _PY311:
-            kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
-        ssl_protocol = sslproto.SSLProtocol(
-            self, protocol, sslcontext, waiter, server_side, server_hostname, **kwargs
+        ssl_protocol = _ssl_protocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
         _transports.make_socket_transport(self, rawsock, ssl_protocol, None, extra, server)
         return _app_transport(ssl_protocol)
@@ -884,13 +998,18 @@ class NetMethods:
         if not getattr(transport, "_start_tls_compatible", False):
             raise TypeError(f"transport {transport!r} is not supported by start_tls()")
         waiter = self.create_future()
-        kwargs = {"ssl_handshake_timeout": ssl_handshake_timeout, "call_connection_made": False}
-        if _PY311:
-            kwargs["ssl_shutdown_timeout"] = ssl_shutdown_timeout
-        elif ssl_shutdown_timeout is not None:
+        if not _PY311 and ssl_shutdown_timeout is not None:
             raise TypeError("start_tls() got an unexpected keyword argument 'ssl_shutdown_timeout'")
-        ssl_protocol = sslproto.SSLProtocol(
-            self, protocol, sslcontext, waiter, server_side, server_hostname, **kwargs
+        ssl_protocol = _ssl_protocol(
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            call_connection_made=False,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
         # Hold reading until the TLS protocol is in place and has seen the transport.
         transport.pause_reading()
