@@ -54,6 +54,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -128,9 +129,14 @@ class Cpus:
 
 def server_cpu_us(r, n):
     """The server's (user, system) CPU microseconds per request from a loadgen result: the
-    exact run time (`server_cpu_ns`) split in the proportion of the sampled utime/stime
-    ticks; the ticks alone where the run time is missing (-1) or no tick was sampled."""
+    exact run time (`server_cpu_ns`) split by perf's user-space share of its samples
+    (`server_user_share`), else in the proportion of the tick-sampled utime/stime; the
+    ticks alone where the run time is missing (-1) or no tick was sampled."""
     ut, st, ns = r["server_utime_ticks"], r["server_stime_ticks"], r.get("server_cpu_ns", -1)
+    share = r.get("server_user_share")
+    if ns >= 0 and share is not None:
+        total = ns / 1e3 / n
+        return total * share, total * (1 - share)
     if ns < 0 or ut + st == 0:
         return ut / CLK_TCK / n * 1e6, st / CLK_TCK / n * 1e6
     total = ns / 1e3 / n
@@ -197,6 +203,75 @@ class Server:
             log(f"server {self.label} exited with status {self.proc.returncode}")
 
 
+class UserShare:
+    """The share of a process's CPU time spent in user space, from `perf record -e
+    cpu-clock` samples (kernel addresses are the upper half of the address space): at a few
+    kHz, thousands of samples per window where the kernel's tick-sampled utime/stime split
+    has a few hundred. None where perf is missing or not allowed (perf_event_paranoid)."""
+
+    FREQ = 4000
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.ok = shutil.which("perf") is not None and self._works()
+
+    def _works(self):
+        try:
+            p = subprocess.run(
+                ["perf", "record", "-q", "-e", "cpu-clock", "-o", os.devnull, "--", "true"],
+                capture_output=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return p.returncode == 0
+
+    def start(self, pid):
+        """Start sampling process `pid`; the handle to pass to `stop`."""
+        if not self.ok:
+            return None
+        out = os.path.join(self.tmp, f"perf-{pid}.data")
+        cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", str(self.FREQ), "-p", str(pid)]
+        proc = subprocess.Popen(
+            [*cmd, "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        return proc, out
+
+    def stop(self, handle):
+        """Stop sampling: the user share of the samples, or None."""
+        if handle is None:
+            return None
+        proc, out = handle
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+            script = subprocess.run(
+                ["perf", "script", "-i", out, "-F", "ip"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        except subprocess.SubprocessError:
+            proc.kill()
+            return None
+        finally:
+            if os.path.exists(out):
+                os.unlink(out)
+        return user_share(script.stdout)
+
+
+def user_share(perf_script_ips):
+    """User-space share of the samples in `perf script -F ip` output (one hex address per
+    line), or None without samples."""
+    user = kernel = 0
+    for line in perf_script_ips.split():
+        if int(line, 16) >= 1 << 63:
+            kernel += 1
+        else:
+            user += 1
+    return user / (user + kernel) if user + kernel else None
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -210,6 +285,7 @@ class Bench:
         self.instr_labels = self.make_instr_labels()
         self.servers = {}
         self.results = {}  # key -> label -> list of per-round dicts
+        self.sampler = UserShare(self.tmp) if not args.no_perf else None
 
     # -- processes ------------------------------------------------------------------------
 
@@ -227,14 +303,23 @@ class Bench:
 
     def loadgen(self, mode, port, *extra, pid=None):
         cmd = [self.args.loadgen, mode, "--addr", f"127.0.0.1:{port}", *map(str, extra)]
+        sampling = None
         if pid is not None:
             cmd += ["--server-pid", str(pid)]
-        p = subprocess.run(
-            cmd, capture_output=True, text=True, preexec_fn=self.cpus.preexec("client")
-        )
+            if self.sampler is not None:
+                sampling = self.sampler.start(pid)
+        try:
+            p = subprocess.run(
+                cmd, capture_output=True, text=True, preexec_fn=self.cpus.preexec("client")
+            )
+        finally:
+            share = self.sampler.stop(sampling) if sampling is not None else None
         if p.returncode != 0:
             raise RuntimeError(f"load generator failed ({shlex.join(cmd)}):\n{p.stderr}")
-        return json.loads(p.stdout)
+        r = json.loads(p.stdout)
+        if share is not None:
+            r["server_user_share"] = share
+        return r
 
     def add(self, key, label, value):
         self.results.setdefault(key, {}).setdefault(label, []).append(value)
@@ -610,6 +695,12 @@ def report(b, pipe_table):
             f"- {a.rounds} rounds, {a.warmup} s warm-up + {a.duration} s measured per network "
             f"figure; medians over rounds, ratios are medians of per-round ratios vs uvloop"
         )
+        split = (
+            f"perf cpu-clock samples at {UserShare.FREQ} Hz"
+            if b.sampler is not None and b.sampler.ok
+            else "utime/stime ticks (sampled)"
+        )
+        out(f"- server CPU per request: exact total (schedstat), user/system split by {split}")
     out(f"- command: `{a.command}`; took {b.elapsed / 60:.1f} min")
     out("")
     if "micro" in a.workloads:
@@ -871,6 +962,11 @@ def main():
                     help="processes under callgrind at once")  # fmt: skip
     ap.add_argument("--instr-dir", help="keep the callgrind profiles here")
     ap.add_argument("--no-tokio", action="store_true", help="no tokio ceiling rows")
+    ap.add_argument(
+        "--no-perf",
+        action="store_true",
+        help="split server CPU into user/system by utime/stime ticks, not perf samples",
+    )
     ap.add_argument("--no-pin", action="store_true", help="don't pin servers and clients")
     ap.add_argument("--json", help="results file (default: bench/results/bench-DATE.json)")
     target = os.path.join(ROOT, "target", "loadgen", "release")

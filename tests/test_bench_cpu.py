@@ -43,3 +43,23 @@ def test_ticks_alone_from_an_older_loadgen():
 def test_no_tick_sampled_falls_back_to_the_ticks():
     # Nothing to split by: the (zero) tick figures, not a guess.
     assert bench.server_cpu_us(result(0, 0, 5000), 10) == (0.0, 0.0)
+
+
+def test_perf_share_splits_the_exact_total():
+    r = result(1, 3, 2_000_000)
+    r["server_user_share"] = 0.1
+    user, sys_ = bench.server_cpu_us(r, 100)
+    assert abs(user - 2.0) < 1e-9
+    assert abs(sys_ - 18.0) < 1e-9
+
+
+def test_perf_share_needs_the_exact_total():
+    r = result(TCK, TCK, -1)
+    r["server_user_share"] = 0.1
+    assert bench.server_cpu_us(r, 1) == (1e6, 1e6)
+
+
+def test_user_share_of_perf_script_addresses():
+    ips = "ffffffff81e2867e\n7fcb7488b380\nffffffff81e5fe1b\n55d0c0a1b2c3\n"
+    assert bench.user_share(ips) == 0.5
+    assert bench.user_share("") is None
