@@ -89,6 +89,21 @@ fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
 }
 
+/// A failed stock `assert`: an AssertionError, unless Python runs with -O (which
+/// strips asserts).
+fn check_assert(py: Python<'_>) -> PyResult<()> {
+    let optimize: i64 = py
+        .import("sys")?
+        .getattr("flags")?
+        .getattr("optimize")?
+        .extract()?;
+    if optimize > 0 {
+        Ok(())
+    } else {
+        Err(PyAssertionError::new_err(()))
+    }
+}
+
 /// The AttributeError stock raises when it reaches through an attribute set to None.
 fn none_attr(name: &str) -> PyErr {
     PyAttributeError::new_err(format!("'NoneType' object has no attribute '{name}'"))
@@ -230,6 +245,9 @@ struct Tls {
     transport: Option<PyObject>,
     waiter: Option<PyObject>,
     extra: Py<PyDict>,
+    sslcontext: PyObject,
+    server_side: bool,
+    server_hostname: PyObject,
     handshake_timeout: PyObject,
     shutdown_timeout: PyObject,
     handshake_start: Option<PyObject>,
@@ -260,6 +278,12 @@ struct Tls {
     abort_with_exc: bool,
     /// Encrypted bytes `buffer_updated` fed in for the read it starts (0 otherwise).
     fed: usize,
+    /// Whether the underlying transport is one of oxloop's stream transports, which
+    /// call `get_buffer`, read and call `buffer_updated` in one synchronous step and so
+    /// may share `IN_BUF`. Any other transport reads into `own_in`.
+    shared_in: bool,
+    /// This protocol's own read buffer (a memoryview of a `bytearray`), made on first use.
+    own_in: Option<PyObject>,
 }
 
 /// The stock `add_flowcontrol_defaults`: (high, low) from what was given, `kb` KiB
@@ -405,7 +429,9 @@ impl TlsProtocol {
                 None => w.call_method1(intern!(py, "set_result"), (py.None(),))?,
             };
         }
-        self.st.try_mut()?.waiter = None;
+        // Dropped once the state is no longer borrowed (a finalizer may run).
+        let old = self.st.try_mut()?.waiter.take();
+        drop(old);
         Ok(())
     }
 
@@ -436,13 +462,21 @@ impl TlsProtocol {
         } else {
             (None, None)
         };
-        let mut st = self.st.try_mut()?;
-        st.app_protocol = Some(protocol.clone().unbind());
-        st.app_is_buffer = is_buffer;
-        if is_buffer {
-            st.app_get_buffer = gb;
-            st.app_buffer_updated = bu;
-        }
+        // The replaced objects are dropped after the borrow ends: their finalizers may
+        // touch the transport.
+        let old = {
+            let mut st = self.st.try_mut()?;
+            let old_protocol = st.app_protocol.replace(protocol.clone().unbind());
+            st.app_is_buffer = is_buffer;
+            if is_buffer {
+                let g = std::mem::replace(&mut st.app_get_buffer, gb);
+                let u = std::mem::replace(&mut st.app_buffer_updated, bu);
+                (old_protocol, g, u)
+            } else {
+                (old_protocol, None, None)
+            }
+        };
+        drop(old);
         Ok(())
     }
 
@@ -485,14 +519,16 @@ impl TlsProtocol {
         } else {
             None
         };
-        this.st.try_mut()?.handshake_start = start;
+        let old = std::mem::replace(&mut this.st.try_mut()?.handshake_start, start);
+        drop(old);
         this.set_state(State::Handshake)?;
         let timeout = this.st.try_ref()?.handshake_timeout.clone_ref(py);
         let cb = slf.getattr(intern!(py, "_check_handshake_timeout"))?;
         let h = this
             .loop_obj(py)?
             .call_method1(intern!(py, "call_later"), (timeout, cb))?;
-        this.st.try_mut()?.handshake_handle = Some(h.unbind());
+        let old = this.st.try_mut()?.handshake_handle.replace(h.unbind());
+        drop(old);
         Self::do_handshake(slf)
     }
 
@@ -590,7 +626,8 @@ impl TlsProtocol {
         let h = this
             .loop_obj(py)?
             .call_method1(intern!(py, "call_later"), (timeout, cb))?;
-        this.st.try_mut()?.shutdown_handle = Some(h.unbind());
+        let old = this.st.try_mut()?.shutdown_handle.replace(h.unbind());
+        drop(old);
         Self::do_flush(slf)
     }
 
@@ -675,11 +712,12 @@ impl TlsProtocol {
             }
         }
         for item in items {
+            // Queued before its len() is taken, as stock (an item without one stays
+            // queued and fails the next write).
             let item = item?;
+            this.st.try_mut()?.backlog.push_back(item.clone().unbind());
             let n = item.len()? as i64;
-            let mut st = this.st.try_mut()?;
-            st.backlog.push_back(item.unbind());
-            st.write_buffer_size += n;
+            this.st.try_mut()?.write_buffer_size += n;
         }
         let r = if this.state()? == State::Wrapped {
             Self::do_write(slf)
@@ -718,18 +756,21 @@ impl TlsProtocol {
                 None
             };
             let mut st = this.st.try_mut()?;
-            match rest {
+            let done = match rest {
                 Some((rest, count)) => {
-                    if let Some(front) = st.backlog.front_mut() {
-                        *front = rest.unbind();
-                    }
                     st.write_buffer_size -= count;
+                    st.backlog
+                        .front_mut()
+                        .map(|front| std::mem::replace(front, rest.unbind()))
                 }
                 None => {
-                    st.backlog.pop_front();
                     st.write_buffer_size -= len;
+                    st.backlog.pop_front()
                 }
-            }
+            };
+            // Released after the borrow: a buffer exporter's release may run Python code.
+            drop(st);
+            drop(done);
         }
         Self::process_outgoing(slf)
     }
@@ -1203,31 +1244,44 @@ impl TlsProtocol {
         Ok(())
     }
 
+    /// Stock `_fatal_error` where stock calls it from an `except` block handling `err`.
     fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let value = err.value(slf.py()).clone().into_any();
+        Self::fatal_value(slf, &value, message, true)
+    }
+
+    /// Stock `_fatal_error(exc, message)`; `handled`: whether stock would be handling
+    /// `exc` in an `except` block (its debug log's `exc_info=True` then shows it; else
+    /// it shows whatever Python is handling at the time).
+    fn fatal_value(
+        slf: &Bound<'_, Self>,
+        exc: &Bound<'_, PyAny>,
+        message: &str,
+        handled: bool,
+    ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let value = err.value(py).clone();
         if let Some(t) = this.transport(py)? {
-            t.call_method1(intern!(py, "_force_close"), (&value,))?;
+            t.call_method1(intern!(py, "_force_close"), (exc,))?;
         }
-        if err.is_instance_of::<PyOSError>(py) {
+        if exc.is_instance_of::<PyOSError>() {
             if this.debug(py)? {
                 let kwargs = PyDict::new(py);
-                kwargs.set_item("exc_info", &value)?;
+                if handled {
+                    kwargs.set_item("exc_info", exc)?;
+                } else {
+                    kwargs.set_item("exc_info", true)?;
+                }
                 logger(py)?.call_method("debug", ("%r: %s", slf, message), Some(&kwargs))?;
             }
-        } else if !err.is_instance(py, classes(py)?.cancelled.bind(py)) {
-            let transport = this
-                .transport(py)?
-                .map_or_else(|| py.None(), |t| t.unbind());
-            let lp = this.loop_obj(py)?.unbind();
-            report(
-                transport.bind(py),
-                Some(lp),
-                Some(slf.clone().into_any().unbind()),
-                &err,
-                message,
-            )?;
+        } else if !exc.is_instance(classes(py)?.cancelled.bind(py))? {
+            let ctx = PyDict::new(py);
+            ctx.set_item("message", message)?;
+            ctx.set_item("exception", exc)?;
+            ctx.set_item("transport", this.transport(py)?)?;
+            ctx.set_item("protocol", slf)?;
+            this.loop_obj(py)?
+                .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
         }
         Ok(())
     }
@@ -1249,7 +1303,7 @@ impl TlsProtocol {
     #[new]
     #[pyo3(signature = (loop_, app_protocol, sslcontext, waiter, call_connection_made,
                         handshake_timeout, shutdown_timeout, incoming, outgoing, sslobj,
-                        abort_with_exc))]
+                        abort_with_exc, server_side=false, server_hostname=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -1264,6 +1318,8 @@ impl TlsProtocol {
         outgoing: &Bound<'_, PyAny>,
         sslobj: &Bound<'_, PyAny>,
         abort_with_exc: bool,
+        server_side: bool,
+        server_hostname: Option<PyObject>,
     ) -> PyResult<Self> {
         let c = classes(py)?;
         let fast = if sslobj.get_type().is(c.ssl_object.bind(py)) {
@@ -1292,6 +1348,9 @@ impl TlsProtocol {
                 transport: None,
                 waiter: waiter.filter(|w| !w.is_none(py)),
                 extra: extra.unbind(),
+                sslcontext: sslcontext.clone().unbind(),
+                server_side,
+                server_hostname: server_hostname.unwrap_or_else(|| py.None()),
                 handshake_timeout,
                 shutdown_timeout,
                 handshake_start: None,
@@ -1323,6 +1382,8 @@ impl TlsProtocol {
                 out_low,
                 abort_with_exc,
                 fed: 0,
+                shared_in: false,
+                own_in: None,
             }),
         };
         proto.set_app_protocol(app_protocol)?;
@@ -1387,6 +1448,38 @@ impl TlsProtocol {
         Ok(self.loop_obj(py)?.unbind())
     }
 
+    /// Stock's `_extra`: `sslcontext`, then, once the handshake is done, `peercert`,
+    /// `cipher`, `compression` and `ssl_object` (the same dict, as stock's).
+    #[getter]
+    fn _extra(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        Ok(self.st.try_ref()?.extra.clone_ref(py))
+    }
+
+    #[getter]
+    fn _sslcontext(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(self.st.try_ref()?.sslcontext.clone_ref(py))
+    }
+
+    #[getter]
+    fn _server_side(&self) -> PyResult<bool> {
+        Ok(self.st.try_ref()?.server_side)
+    }
+
+    #[getter]
+    fn _server_hostname(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(self.st.try_ref()?.server_hostname.clone_ref(py))
+    }
+
+    #[getter]
+    fn _waiter(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(self
+            .st
+            .try_ref()?
+            .waiter
+            .as_ref()
+            .map_or_else(|| py.None(), |w| w.clone_ref(py)))
+    }
+
     /// The state's name, as stock's `SSLProtocolState` values.
     #[getter]
     fn _state_name(&self) -> PyResult<&'static str> {
@@ -1394,7 +1487,15 @@ impl TlsProtocol {
     }
 
     fn connection_made(slf: &Bound<'_, Self>, transport: PyObject) -> PyResult<()> {
-        slf.get().st.try_mut()?.transport = Some(transport);
+        let shared = transport
+            .bind(slf.py())
+            .is_instance_of::<crate::stream::StreamTransport>();
+        let old = {
+            let mut st = slf.get().st.try_mut()?;
+            st.shared_in = shared;
+            st.transport.replace(transport)
+        };
+        drop(old);
         Self::start_handshake(slf)
     }
 
@@ -1402,11 +1503,14 @@ impl TlsProtocol {
     fn connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let outgoing_read = {
+        let (outgoing_read, backlog) = {
             let mut st = this.st.try_mut()?;
-            st.backlog.clear();
-            st.outgoing_read.clone_ref(py)
+            (
+                st.outgoing_read.clone_ref(py),
+                std::mem::take(&mut st.backlog),
+            )
         };
+        drop(backlog);
         outgoing_read.bind(py).call0()?;
         this.st.try_mut()?.conn_lost += 1;
         this.mark_app_transport_closed(py)?;
@@ -1444,7 +1548,23 @@ impl TlsProtocol {
     #[pyo3(signature = (n))]
     fn get_buffer(&self, py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<PyObject> {
         let _ = n;
-        Ok(shared_buf(py, &IN_BUF)?.view.clone_ref(py))
+        if self.st.try_ref()?.shared_in {
+            return Ok(shared_buf(py, &IN_BUF)?.view.clone_ref(py));
+        }
+        if let Some(v) = &self.st.try_ref()?.own_in {
+            return Ok(v.clone_ref(py));
+        }
+        let buf = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyByteArray_FromStringAndSize(std::ptr::null(), MAX_SIZE as ffi::Py_ssize_t),
+            )?
+        };
+        let view = unsafe {
+            Bound::from_owned_ptr_or_err(py, ffi::PyMemoryView_FromObject(buf.as_ptr()))?
+        };
+        self.st.try_mut()?.own_in = Some(view.clone().unbind());
+        Ok(view.unbind())
     }
 
     fn buffer_updated(slf: &Bound<'_, Self>, nbytes: isize) -> PyResult<()> {
@@ -1455,8 +1575,21 @@ impl TlsProtocol {
         } else {
             (nbytes as usize).min(MAX_SIZE)
         };
-        let view = view_of(py, shared_buf(py, &IN_BUF)?, n)?;
-        let write = this.st.try_ref()?.incoming_write.clone_ref(py);
+        let (write, own) = {
+            let st = this.st.try_ref()?;
+            let own = if st.shared_in {
+                None
+            } else {
+                st.own_in.as_ref().map(|v| v.clone_ref(py))
+            };
+            (st.incoming_write.clone_ref(py), own)
+        };
+        let view = match own {
+            Some(v) => v
+                .bind(py)
+                .get_item(pyo3::types::PySlice::new(py, 0, n as isize, 1))?,
+            None => view_of(py, shared_buf(py, &IN_BUF)?, n)?,
+        };
         write.bind(py).call1((&view,))?;
         drop(view);
         this.st.try_mut()?.fed = n;
@@ -1511,23 +1644,19 @@ impl TlsProtocol {
         }
     }
 
-    fn pause_writing(&self) -> PyResult<()> {
-        let mut st = self.st.try_mut()?;
-        if st.ssl_writing_paused {
-            return Err(PyAssertionError::new_err(()));
+    fn pause_writing(&self, py: Python<'_>) -> PyResult<()> {
+        if self.st.try_ref()?.ssl_writing_paused {
+            check_assert(py)?;
         }
-        st.ssl_writing_paused = true;
+        self.st.try_mut()?.ssl_writing_paused = true;
         Ok(())
     }
 
     fn resume_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
-            let mut st = slf.get().st.try_mut()?;
-            if !st.ssl_writing_paused {
-                return Err(PyAssertionError::new_err(()));
-            }
-            st.ssl_writing_paused = false;
+        if !slf.get().st.try_ref()?.ssl_writing_paused {
+            check_assert(slf.py())?;
         }
+        slf.get().st.try_mut()?.ssl_writing_paused = false;
         Self::process_outgoing(slf)
     }
 
@@ -1542,11 +1671,8 @@ impl TlsProtocol {
             "SSL handshake is taking longer than {} seconds: aborting the connection",
             timeout.bind(py).str()?
         );
-        Self::fatal_error(
-            slf,
-            PyConnectionAbortedError::new_err(msg),
-            "Fatal error on transport",
-        )
+        let exc = PyConnectionAbortedError::new_err(msg).into_value(py);
+        Self::fatal_value(slf, exc.bind(py), "Fatal error on transport", false)
     }
 
     fn _check_shutdown_timeout(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -1581,7 +1707,7 @@ impl TlsProtocol {
 
     #[pyo3(signature = (exc, message="Fatal error on transport"))]
     fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
-        Self::fatal_error(slf, PyErr::from_value(exc.clone()), message)
+        Self::fatal_value(slf, exc, message, false)
     }
 
     #[pyo3(signature = (name, default=None))]
@@ -1654,7 +1780,27 @@ impl TlsProtocol {
                 visit.call(t)?;
             }
             visit.call(&st.extra)?;
-            visit.call(&st.sslobj)?;
+            for o in [
+                &st.sslobj,
+                &st.sslcontext,
+                &st.server_hostname,
+                &st.handshake_timeout,
+                &st.shutdown_timeout,
+                &st.incoming,
+                &st.outgoing,
+                &st.incoming_write,
+                &st.outgoing_read,
+            ] {
+                visit.call(o)?;
+            }
+            if let Some(f) = &st.fast {
+                visit.call(&f.read)?;
+                visit.call(&f.write)?;
+                visit.call(&f.pending)?;
+            }
+            if let Some(o) = &st.own_in {
+                visit.call(o)?;
+            }
             for o in &st.backlog {
                 visit.call(o)?;
             }
@@ -1663,21 +1809,47 @@ impl TlsProtocol {
     }
 
     fn __clear__(&self) {
-        let taken = match self.st.try_mut() {
-            Ok(mut st) => (
-                st.app_protocol.take(),
-                st.app_get_buffer.take(),
-                st.app_buffer_updated.take(),
-                st.app_transport.take(),
-                st.transport.take(),
-                st.waiter.take(),
-                st.handshake_handle.take(),
-                st.shutdown_handle.take(),
-                std::mem::take(&mut st.backlog),
-            ),
-            Err(_) => return,
-        };
-        drop(taken);
+        // The objects that are not optional are replaced by None (a fresh dict for
+        // `extra`); all are dropped after the borrow ends.
+        Python::with_gil(|py| {
+            let taken = match self.st.try_mut() {
+                Ok(mut st) => {
+                    let none = |o: &mut PyObject| std::mem::replace(o, py.None());
+                    let kept = [
+                        none(&mut st.loop_),
+                        none(&mut st.sslobj),
+                        none(&mut st.sslcontext),
+                        none(&mut st.server_hostname),
+                        none(&mut st.handshake_timeout),
+                        none(&mut st.shutdown_timeout),
+                        none(&mut st.incoming),
+                        none(&mut st.outgoing),
+                        none(&mut st.incoming_write),
+                        none(&mut st.outgoing_read),
+                    ];
+                    (
+                        kept,
+                        std::mem::replace(&mut st.extra, PyDict::new(py).unbind()),
+                        st.fast.take(),
+                        [
+                            st.own_in.take(),
+                            st.handshake_start.take(),
+                            st.app_protocol.take(),
+                            st.app_get_buffer.take(),
+                            st.app_buffer_updated.take(),
+                            st.transport.take(),
+                            st.waiter.take(),
+                            st.handshake_handle.take(),
+                            st.shutdown_handle.take(),
+                        ],
+                        st.app_transport.take(),
+                        std::mem::take(&mut st.backlog),
+                    )
+                }
+                Err(_) => return,
+            };
+            drop(taken);
+        });
     }
 }
 
@@ -1783,7 +1955,9 @@ impl TlsTransport {
         let proto = {
             let mut tr = self.tr.try_mut()?;
             if tr.closed {
-                tr.proto = None;
+                let old = tr.proto.take();
+                drop(tr);
+                drop(old);
                 return Ok(());
             }
             tr.closed = true;
