@@ -26,7 +26,7 @@ use crate::sockaddr::Addr;
 use crate::transport::{
     call_generic, guarded, into_ptr, log_fatal_os_error, logger, loop_core, loop_object,
     must_propagate, new_bytes, notify_flow, recycle_bytes, report, with_read_buf, FlowChange,
-    FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
+    FlowControl, Limits, DEFAULT_HIGH, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
 };
 use crate::wbuf::{is_retry, os_error, send_once, ByteView, Sink, WriteQueue};
 
@@ -1145,9 +1145,8 @@ impl StreamTransport {
         Ok(self.st.try_ref()?.wbuf.len())
     }
 
-    fn get_write_buffer_limits(&self) -> PyResult<(usize, usize)> {
-        let st = self.st.try_ref()?;
-        Ok((st.flow.low, st.flow.high))
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
+        self.st.try_ref()?.flow.limits(py)
     }
 
     #[pyo3(signature = (high=None, low=None))]
@@ -1156,11 +1155,11 @@ impl StreamTransport {
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        slf.get()
-            .st
-            .try_mut()?
-            .flow
-            .set_limits(slf.py(), high, low)?;
+        // Checked with no state borrowed (the comparisons may run Python code); the
+        // replaced marks are dropped after the borrow.
+        let limits = Limits::parse(slf.py(), high, low, DEFAULT_HIGH)?;
+        let old = slf.get().st.try_mut()?.flow.apply(&limits)?;
+        drop(old);
         Self::maybe_pause_protocol(slf)
     }
 

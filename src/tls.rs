@@ -24,7 +24,8 @@ use pyo3::{intern, IntoPyObjectExt, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
 use crate::transport::{
-    logger, new_bytes, recycle_bytes, report, FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES,
+    limits_tuple, logger, mark, new_bytes, recycle_bytes, report, Limits,
+    LOG_THRESHOLD_FOR_CONNLOST_WRITES,
 };
 
 /// Largest read from the TLS object into the application, as stock (`max_size`).
@@ -269,10 +270,9 @@ struct Tls {
     ssl_reading_paused: bool,
     eof_received: bool,
     app_writing_paused: bool,
-    in_high: i64,
-    in_low: i64,
-    out_high: i64,
-    out_low: i64,
+    /// The read (incoming) and write (outgoing) water marks.
+    inm: Marks,
+    outm: Marks,
     /// Python 3.13's `_abort(exc)` (force-closes the transport) rather than 3.11/3.12's
     /// `_abort()` (aborts it).
     abort_with_exc: bool,
@@ -286,22 +286,44 @@ struct Tls {
     own_in: Option<PyObject>,
 }
 
-/// The stock `add_flowcontrol_defaults`: (high, low) from what was given, `kb` KiB
-/// high by default (the stream transports' rules otherwise).
-fn flow_limits(
-    py: Python<'_>,
-    high: Option<&Bound<'_, PyAny>>,
-    low: Option<&Bound<'_, PyAny>>,
-    kb: i64,
-) -> PyResult<(i64, i64)> {
-    let high = high.filter(|h| !h.is_none());
-    let low = low.filter(|l| !l.is_none());
-    if high.is_none() && low.is_none() {
-        return Ok((kb * 1024, kb * 256));
+/// Water marks as integers the sizes compare against as against the given ones (stock:
+/// `size >= high`, `size <= low`), and the given ones when they are not plain ints.
+struct Marks {
+    high: i64,
+    low: i64,
+    given: Option<Box<(PyObject, PyObject)>>,
+}
+
+impl Marks {
+    /// The stock default: `kb` KiB high, a quarter of it low.
+    fn default_kb(kb: i64) -> Self {
+        Marks {
+            high: kb * 1024,
+            low: kb * 256,
+            given: None,
+        }
     }
-    let mut flow = FlowControl::default();
-    flow.set_limits(py, high, low)?;
-    Ok((flow.high as i64, flow.low as i64))
+
+    /// The stock `add_flowcontrol_defaults(high, low, kb * 1024)` and its checks.
+    fn parse(
+        py: Python<'_>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+        kb: i64,
+    ) -> PyResult<Self> {
+        let limits = Limits::parse(py, high, low, (kb * 1024) as usize)?;
+        let clamp = |n: usize| n.min(i64::MAX as usize) as i64;
+        Ok(Marks {
+            high: clamp(mark(&limits.high, true)?),
+            low: clamp(mark(&limits.low, false)?),
+            given: limits.given(),
+        })
+    }
+
+    /// `(low, high)` as the `get_*_buffer_limits` of stock return them.
+    fn tuple(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
+        limits_tuple(py, self.high as usize, self.low as usize, &self.given)
+    }
 }
 
 #[pyclass(module = "oxloop._oxloop", subclass, frozen, weakref)]
@@ -830,13 +852,13 @@ impl TlsProtocol {
         let this = slf.get();
         let (method, message) = {
             let mut st = this.st.try_mut()?;
-            if size >= st.out_high && !st.app_writing_paused {
+            if size >= st.outm.high && !st.app_writing_paused {
                 st.app_writing_paused = true;
                 (
                     intern!(py, "pause_writing"),
                     "protocol.pause_writing() failed",
                 )
-            } else if size <= st.out_low && st.app_writing_paused {
+            } else if size <= st.outm.low && st.app_writing_paused {
                 st.app_writing_paused = false;
                 (
                     intern!(py, "resume_writing"),
@@ -1229,10 +1251,10 @@ impl TlsProtocol {
         let size = this.read_buffer_size(py)?;
         let method = {
             let mut st = this.st.try_mut()?;
-            if size >= st.in_high && !st.ssl_reading_paused {
+            if size >= st.inm.high && !st.ssl_reading_paused {
                 st.ssl_reading_paused = true;
                 intern!(py, "pause_reading")
-            } else if size <= st.in_low && st.ssl_reading_paused {
+            } else if size <= st.inm.low && st.ssl_reading_paused {
                 st.ssl_reading_paused = false;
                 intern!(py, "resume_reading")
             } else {
@@ -1334,8 +1356,6 @@ impl TlsProtocol {
         };
         let extra = PyDict::new(py);
         extra.set_item("sslcontext", sslcontext)?;
-        let (in_high, in_low) = flow_limits(py, None, None, HIGH_WATER_SSL_READ_KB)?;
-        let (out_high, out_low) = flow_limits(py, None, None, HIGH_WATER_SSL_WRITE_KB)?;
         let proto = TlsProtocol {
             st: GilCell::new(Tls {
                 loop_,
@@ -1376,10 +1396,8 @@ impl TlsProtocol {
                 ssl_reading_paused: false,
                 eof_received: false,
                 app_writing_paused: false,
-                in_high,
-                in_low,
-                out_high,
-                out_low,
+                inm: Marks::default_kb(HIGH_WATER_SSL_READ_KB),
+                outm: Marks::default_kb(HIGH_WATER_SSL_WRITE_KB),
                 abort_with_exc,
                 fed: 0,
                 shared_in: false,
@@ -1888,15 +1906,12 @@ impl TlsTransport {
         } else {
             HIGH_WATER_SSL_WRITE_KB
         };
-        let (h, l) = flow_limits(py, high, low, kb)?;
-        {
+        let marks = Marks::parse(py, high, low, kb)?;
+        let old = {
             let mut st = p.get().st.try_mut()?;
-            if read {
-                (st.in_high, st.in_low) = (h, l);
-            } else {
-                (st.out_high, st.out_low) = (h, l);
-            }
-        }
+            std::mem::replace(if read { &mut st.inm } else { &mut st.outm }, marks)
+        };
+        drop(old);
         if read {
             TlsProtocol::control_ssl_reading(&p)
         } else {
@@ -2026,10 +2041,10 @@ impl TlsTransport {
         self.set_limits(py, high, low, false)
     }
 
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(i64, i64)> {
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
         let p = self.proto(py, "_outgoing_low_water")?;
         let st = p.get().st.try_ref()?;
-        Ok((st.out_low, st.out_high))
+        st.outm.tuple(py)
     }
 
     fn get_write_buffer_size(&self, py: Python<'_>) -> PyResult<i64> {
@@ -2048,10 +2063,10 @@ impl TlsTransport {
         self.set_limits(py, high, low, true)
     }
 
-    fn get_read_buffer_limits(&self, py: Python<'_>) -> PyResult<(i64, i64)> {
+    fn get_read_buffer_limits(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
         let p = self.proto(py, "_incoming_low_water")?;
         let st = p.get().st.try_ref()?;
-        Ok((st.in_low, st.in_high))
+        st.inm.tuple(py)
     }
 
     fn get_read_buffer_size(&self, py: Python<'_>) -> PyResult<i64> {
