@@ -1318,6 +1318,43 @@ impl TlsProtocol {
     }
 }
 
+/// `oxloop._net.SSLProtocol`, the class of the SSL protocols oxloop makes.
+static OWN_CLASS: GILOnceCell<PyObject> = GILOnceCell::new();
+
+impl TlsProtocol {
+    /// For the stream transports' native read hook: `protocol` as oxloop's own SSL
+    /// protocol, if it is exactly one (not a subclass, whose `get_buffer` or
+    /// `buffer_updated` could differ) reading through the shared buffer; and where
+    /// `get_buffer` would have the transport read to (the buffer and its size). None
+    /// (the transport then calls the Python methods, which behave the same) whenever
+    /// anything is amiss.
+    pub(crate) fn native_target<'a, 'py>(
+        protocol: &'a Bound<'py, PyAny>,
+    ) -> Option<(&'a Bound<'py, TlsProtocol>, *mut u8, usize)> {
+        let py = protocol.py();
+        let cls = OWN_CLASS
+            .get_or_try_init(py, || {
+                py.import("oxloop._net")?
+                    .getattr("SSLProtocol")
+                    .map(Bound::unbind)
+            })
+            .ok()?;
+        if !protocol.get_type().is(cls.bind(py)) {
+            return None;
+        }
+        let proto = protocol.downcast::<TlsProtocol>().ok()?;
+        if !proto.get().st.try_ref().ok()?.shared_in {
+            return None;
+        }
+        Some((proto, shared_buf(py, &IN_BUF).ok()?.ptr, MAX_SIZE))
+    }
+
+    /// For the native read hook: `buffer_updated(n)` with no Python call.
+    pub(crate) fn native_updated(proto: &Bound<'_, TlsProtocol>, n: isize) -> PyResult<()> {
+        Self::buffer_updated(proto, n)
+    }
+}
+
 #[pymethods]
 impl TlsProtocol {
     /// The Python side (`oxloop._net`) checks the arguments, makes the BIOs and the

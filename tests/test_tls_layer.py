@@ -1100,3 +1100,45 @@ def test_gc_sees_every_object_the_ssl_protocol_holds(any_loop, pki):
     got = run(any_loop, main())
     assert got.pop("fast", True)
     assert got == {"sslobj": True, "context": True, "bios": 2, "transport": True}
+
+
+# -- the read path from the plain transport into the SSL protocol --------------------------------
+
+
+@modern
+def test_system_exit_from_data_received_propagates_out_of_the_read(any_loop, pki):
+    """What a read's `buffer_updated` lets through (on oxloop called from the stream
+    transport without a Python call) leaves the loop as on stock."""
+
+    class Exiting(asyncio.Protocol):
+        def data_received(self, data):
+            raise SystemExit(data)
+
+    async def setup():
+        return await tls_pair(any_loop, pki, Exiting, Recorder)
+
+    server, transport, proto, _ = run(any_loop, setup())
+    transport.write(b"bye")
+    with pytest.raises(SystemExit) as info:
+        run(any_loop, asyncio.sleep(1))
+    transport.abort()
+    run(any_loop, finish(server))
+    assert info.value.args == (b"bye",)
+
+
+@modern
+def test_reads_of_many_sizes_through_the_layer(any_loop, pki):
+    async def main():
+        server, transport, proto, _ = await tls_pair(any_loop, pki)
+        sizes = [1, 100, 16384, 16385, 300_000]
+        total = 0
+        for n in sizes:
+            transport.write(payload(n))
+            total += n
+            await proto.wait_bytes(total)
+        data = bytes(proto.data)
+        await finish(server, transport)
+        await proto.lost
+        return data
+
+    assert run(any_loop, main()) == b"".join(payload(n) for n in [1, 100, 16384, 16385, 300_000])
