@@ -858,6 +858,7 @@ def test_private_attributes_people_read(any_loop, pki):
             "app_protocol": sp._app_protocol is proto,
             "app_transport": sp._app_transport is transport,
             "waiter": sp._waiter,
+            "state": str(sp._state),
         }
         transport.custom = 1
         sp.custom = 2
@@ -877,6 +878,7 @@ def test_private_attributes_people_read(any_loop, pki):
         "app_protocol": True,
         "app_transport": True,
         "waiter": None,
+        "state": "SSLProtocolState.WRAPPED",
         "custom": (1, 2),
     }
 

@@ -216,6 +216,11 @@ class SSLProtocol(TlsProtocol, protocols.BufferedProtocol):
     def __repr__(self) -> str:
         return f"<asyncio.sslproto.SSLProtocol object at {id(self):#x}>"
 
+    @property
+    def _state(self):
+        """The state as stock's `SSLProtocolState` member (read-only)."""
+        return sslproto.SSLProtocolState[self._state_name.rpartition(".")[2]]
+
 
 class _SSLProtocolTransport(TlsTransport):
     """The transport the application protocol of a TLS connection sees (3.11+)."""
