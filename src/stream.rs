@@ -23,10 +23,11 @@ use crate::event_loop::LoopCore;
 use crate::handles::{Handle, Slots};
 use crate::helpers;
 use crate::sockaddr::Addr;
+use crate::tls::TlsProtocol;
 use crate::transport::{
     call_generic, guarded, into_ptr, log_fatal_os_error, logger, loop_core, loop_object,
     must_propagate, new_bytes, notify_flow, recycle_bytes, report, with_read_buf, FlowChange,
-    FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
+    FlowControl, Limits, DEFAULT_HIGH, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
 };
 use crate::wbuf::{is_retry, os_error, send_once, ByteView, Sink, WriteQueue};
 
@@ -477,6 +478,16 @@ impl StreamTransport {
     fn read_buffered(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        // The native read hook: for oxloop's own SSL protocol, its `get_buffer` (the
+        // shared buffer) and `buffer_updated` without a Python call each.
+        if let Some((tls, ptr, room)) = TlsProtocol::native_target(protocol) {
+            // SAFETY: the shared buffer is `room` bytes and lives for the process;
+            // nothing else uses it until `buffer_updated` has fed what was read in.
+            let n = unsafe { libc::read(this.fd, ptr as *mut libc::c_void, room) };
+            return Self::buffered_read_done(slf, protocol, n, room, |n| {
+                TlsProtocol::native_updated(tls, n)
+            });
+        }
         let got = protocol
             .call_method1(intern!(py, "get_buffer"), (-1,))
             .and_then(|buf| {
@@ -496,6 +507,24 @@ impl StreamTransport {
         let room = view.as_slice().len();
         let n = unsafe { libc::read(this.fd, view.ptr() as *mut libc::c_void, room) };
         drop(view);
+        Self::buffered_read_done(slf, protocol, n, room, |n| {
+            protocol
+                .call_method1(intern!(py, "buffer_updated"), (n,))
+                .map(drop)
+        })
+    }
+
+    /// After a read of up to `room` bytes into a buffered protocol's buffer (`n` what
+    /// `read` returned): the error, EOF, or `updated(n)` (its `buffer_updated`).
+    fn buffered_read_done(
+        slf: &Bound<'_, Self>,
+        protocol: &Bound<'_, PyAny>,
+        n: isize,
+        room: usize,
+        updated: impl FnOnce(isize) -> PyResult<()>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if is_retry(&e) {
@@ -512,7 +541,7 @@ impl StreamTransport {
                 core.get().rearm_fd(this.fd)?;
             }
         }
-        let r = protocol.call_method1(intern!(py, "buffer_updated"), (n,));
+        let r = updated(n);
         Self::protocol_call(
             slf,
             r,
@@ -1145,9 +1174,8 @@ impl StreamTransport {
         Ok(self.st.try_ref()?.wbuf.len())
     }
 
-    fn get_write_buffer_limits(&self) -> PyResult<(usize, usize)> {
-        let st = self.st.try_ref()?;
-        Ok((st.flow.low, st.flow.high))
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
+        self.st.try_ref()?.flow.limits(py)
     }
 
     #[pyo3(signature = (high=None, low=None))]
@@ -1156,11 +1184,11 @@ impl StreamTransport {
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        slf.get()
-            .st
-            .try_mut()?
-            .flow
-            .set_limits(slf.py(), high, low)?;
+        // Checked with no state borrowed (the comparisons may run Python code); the
+        // replaced marks are dropped after the borrow.
+        let limits = Limits::parse(slf.py(), high, low, DEFAULT_HIGH)?;
+        let old = slf.get().st.try_mut()?.flow.apply(&limits)?;
+        drop(old);
         Self::maybe_pause_protocol(slf)
     }
 

@@ -24,7 +24,8 @@ use pyo3::{intern, IntoPyObjectExt, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
 use crate::transport::{
-    logger, new_bytes, recycle_bytes, report, FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES,
+    limits_tuple, logger, mark, new_bytes, recycle_bytes, report, Limits,
+    LOG_THRESHOLD_FOR_CONNLOST_WRITES,
 };
 
 /// Largest read from the TLS object into the application, as stock (`max_size`).
@@ -87,6 +88,21 @@ fn is_exception(py: Python<'_>, err: &PyErr) -> bool {
 
 fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+/// A failed stock `assert`: an AssertionError, unless Python runs with -O (which
+/// strips asserts).
+fn check_assert(py: Python<'_>) -> PyResult<()> {
+    let optimize: i64 = py
+        .import("sys")?
+        .getattr("flags")?
+        .getattr("optimize")?
+        .extract()?;
+    if optimize > 0 {
+        Ok(())
+    } else {
+        Err(PyAssertionError::new_err(()))
+    }
 }
 
 /// The AttributeError stock raises when it reaches through an attribute set to None.
@@ -230,6 +246,9 @@ struct Tls {
     transport: Option<PyObject>,
     waiter: Option<PyObject>,
     extra: Py<PyDict>,
+    sslcontext: PyObject,
+    server_side: bool,
+    server_hostname: PyObject,
     handshake_timeout: PyObject,
     shutdown_timeout: PyObject,
     handshake_start: Option<PyObject>,
@@ -251,33 +270,60 @@ struct Tls {
     ssl_reading_paused: bool,
     eof_received: bool,
     app_writing_paused: bool,
-    in_high: i64,
-    in_low: i64,
-    out_high: i64,
-    out_low: i64,
+    /// The read (incoming) and write (outgoing) water marks.
+    inm: Marks,
+    outm: Marks,
     /// Python 3.13's `_abort(exc)` (force-closes the transport) rather than 3.11/3.12's
     /// `_abort()` (aborts it).
     abort_with_exc: bool,
     /// Encrypted bytes `buffer_updated` fed in for the read it starts (0 otherwise).
     fed: usize,
+    /// Whether the underlying transport is one of oxloop's stream transports, which
+    /// call `get_buffer`, read and call `buffer_updated` in one synchronous step and so
+    /// may share `IN_BUF`. Any other transport reads into `own_in`.
+    shared_in: bool,
+    /// This protocol's own read buffer (a memoryview of a `bytearray`), made on first use.
+    own_in: Option<PyObject>,
 }
 
-/// The stock `add_flowcontrol_defaults`: (high, low) from what was given, `kb` KiB
-/// high by default (the stream transports' rules otherwise).
-fn flow_limits(
-    py: Python<'_>,
-    high: Option<&Bound<'_, PyAny>>,
-    low: Option<&Bound<'_, PyAny>>,
-    kb: i64,
-) -> PyResult<(i64, i64)> {
-    let high = high.filter(|h| !h.is_none());
-    let low = low.filter(|l| !l.is_none());
-    if high.is_none() && low.is_none() {
-        return Ok((kb * 1024, kb * 256));
+/// Water marks as integers the sizes compare against as against the given ones (stock:
+/// `size >= high`, `size <= low`), and the given ones when they are not plain ints.
+struct Marks {
+    high: i64,
+    low: i64,
+    given: Option<Box<(PyObject, PyObject)>>,
+}
+
+impl Marks {
+    /// The stock default: `kb` KiB high, a quarter of it low.
+    fn default_kb(kb: i64) -> Self {
+        Marks {
+            high: kb * 1024,
+            low: kb * 256,
+            given: None,
+        }
     }
-    let mut flow = FlowControl::default();
-    flow.set_limits(py, high, low)?;
-    Ok((flow.high as i64, flow.low as i64))
+
+    /// The stock `add_flowcontrol_defaults(high, low, kb * 1024)` and its checks.
+    fn parse(
+        py: Python<'_>,
+        high: Option<&Bound<'_, PyAny>>,
+        low: Option<&Bound<'_, PyAny>>,
+        kb: i64,
+    ) -> PyResult<Self> {
+        let limits = Limits::parse(py, high, low, (kb * 1024) as usize)?;
+        let clamp = |n: usize| n.min(i64::MAX as usize) as i64;
+        Ok(Marks {
+            high: clamp(mark(&limits.high, true)?),
+            low: clamp(mark(&limits.low, false)?),
+            given: limits.given(),
+        })
+    }
+
+    /// `(low, high)` as the `get_*_buffer_limits` of stock return them.
+    fn tuple(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
+        limits_tuple(py, self.high as usize, self.low as usize, &self.given)
+    }
 }
 
 #[pyclass(module = "oxloop._oxloop", subclass, frozen, weakref)]
@@ -405,7 +451,9 @@ impl TlsProtocol {
                 None => w.call_method1(intern!(py, "set_result"), (py.None(),))?,
             };
         }
-        self.st.try_mut()?.waiter = None;
+        // Dropped once the state is no longer borrowed (a finalizer may run).
+        let old = self.st.try_mut()?.waiter.take();
+        drop(old);
         Ok(())
     }
 
@@ -436,13 +484,21 @@ impl TlsProtocol {
         } else {
             (None, None)
         };
-        let mut st = self.st.try_mut()?;
-        st.app_protocol = Some(protocol.clone().unbind());
-        st.app_is_buffer = is_buffer;
-        if is_buffer {
-            st.app_get_buffer = gb;
-            st.app_buffer_updated = bu;
-        }
+        // The replaced objects are dropped after the borrow ends: their finalizers may
+        // touch the transport.
+        let old = {
+            let mut st = self.st.try_mut()?;
+            let old_protocol = st.app_protocol.replace(protocol.clone().unbind());
+            st.app_is_buffer = is_buffer;
+            if is_buffer {
+                let g = std::mem::replace(&mut st.app_get_buffer, gb);
+                let u = std::mem::replace(&mut st.app_buffer_updated, bu);
+                (old_protocol, g, u)
+            } else {
+                (old_protocol, None, None)
+            }
+        };
+        drop(old);
         Ok(())
     }
 
@@ -485,14 +541,16 @@ impl TlsProtocol {
         } else {
             None
         };
-        this.st.try_mut()?.handshake_start = start;
+        let old = std::mem::replace(&mut this.st.try_mut()?.handshake_start, start);
+        drop(old);
         this.set_state(State::Handshake)?;
         let timeout = this.st.try_ref()?.handshake_timeout.clone_ref(py);
         let cb = slf.getattr(intern!(py, "_check_handshake_timeout"))?;
         let h = this
             .loop_obj(py)?
             .call_method1(intern!(py, "call_later"), (timeout, cb))?;
-        this.st.try_mut()?.handshake_handle = Some(h.unbind());
+        let old = this.st.try_mut()?.handshake_handle.replace(h.unbind());
+        drop(old);
         Self::do_handshake(slf)
     }
 
@@ -590,7 +648,8 @@ impl TlsProtocol {
         let h = this
             .loop_obj(py)?
             .call_method1(intern!(py, "call_later"), (timeout, cb))?;
-        this.st.try_mut()?.shutdown_handle = Some(h.unbind());
+        let old = this.st.try_mut()?.shutdown_handle.replace(h.unbind());
+        drop(old);
         Self::do_flush(slf)
     }
 
@@ -675,11 +734,12 @@ impl TlsProtocol {
             }
         }
         for item in items {
+            // Queued before its len() is taken, as stock (an item without one stays
+            // queued and fails the next write).
             let item = item?;
+            this.st.try_mut()?.backlog.push_back(item.clone().unbind());
             let n = item.len()? as i64;
-            let mut st = this.st.try_mut()?;
-            st.backlog.push_back(item.unbind());
-            st.write_buffer_size += n;
+            this.st.try_mut()?.write_buffer_size += n;
         }
         let r = if this.state()? == State::Wrapped {
             Self::do_write(slf)
@@ -718,18 +778,21 @@ impl TlsProtocol {
                 None
             };
             let mut st = this.st.try_mut()?;
-            match rest {
+            let done = match rest {
                 Some((rest, count)) => {
-                    if let Some(front) = st.backlog.front_mut() {
-                        *front = rest.unbind();
-                    }
                     st.write_buffer_size -= count;
+                    st.backlog
+                        .front_mut()
+                        .map(|front| std::mem::replace(front, rest.unbind()))
                 }
                 None => {
-                    st.backlog.pop_front();
                     st.write_buffer_size -= len;
+                    st.backlog.pop_front()
                 }
-            }
+            };
+            // Released after the borrow: a buffer exporter's release may run Python code.
+            drop(st);
+            drop(done);
         }
         Self::process_outgoing(slf)
     }
@@ -789,13 +852,13 @@ impl TlsProtocol {
         let this = slf.get();
         let (method, message) = {
             let mut st = this.st.try_mut()?;
-            if size >= st.out_high && !st.app_writing_paused {
+            if size >= st.outm.high && !st.app_writing_paused {
                 st.app_writing_paused = true;
                 (
                     intern!(py, "pause_writing"),
                     "protocol.pause_writing() failed",
                 )
-            } else if size <= st.out_low && st.app_writing_paused {
+            } else if size <= st.outm.low && st.app_writing_paused {
                 st.app_writing_paused = false;
                 (
                     intern!(py, "resume_writing"),
@@ -1188,10 +1251,10 @@ impl TlsProtocol {
         let size = this.read_buffer_size(py)?;
         let method = {
             let mut st = this.st.try_mut()?;
-            if size >= st.in_high && !st.ssl_reading_paused {
+            if size >= st.inm.high && !st.ssl_reading_paused {
                 st.ssl_reading_paused = true;
                 intern!(py, "pause_reading")
-            } else if size <= st.in_low && st.ssl_reading_paused {
+            } else if size <= st.inm.low && st.ssl_reading_paused {
                 st.ssl_reading_paused = false;
                 intern!(py, "resume_reading")
             } else {
@@ -1203,31 +1266,44 @@ impl TlsProtocol {
         Ok(())
     }
 
+    /// Stock `_fatal_error` where stock calls it from an `except` block handling `err`.
     fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let value = err.value(slf.py()).clone().into_any();
+        Self::fatal_value(slf, &value, message, true)
+    }
+
+    /// Stock `_fatal_error(exc, message)`; `handled`: whether stock would be handling
+    /// `exc` in an `except` block (its debug log's `exc_info=True` then shows it; else
+    /// it shows whatever Python is handling at the time).
+    fn fatal_value(
+        slf: &Bound<'_, Self>,
+        exc: &Bound<'_, PyAny>,
+        message: &str,
+        handled: bool,
+    ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let value = err.value(py).clone();
         if let Some(t) = this.transport(py)? {
-            t.call_method1(intern!(py, "_force_close"), (&value,))?;
+            t.call_method1(intern!(py, "_force_close"), (exc,))?;
         }
-        if err.is_instance_of::<PyOSError>(py) {
+        if exc.is_instance_of::<PyOSError>() {
             if this.debug(py)? {
                 let kwargs = PyDict::new(py);
-                kwargs.set_item("exc_info", &value)?;
+                if handled {
+                    kwargs.set_item("exc_info", exc)?;
+                } else {
+                    kwargs.set_item("exc_info", true)?;
+                }
                 logger(py)?.call_method("debug", ("%r: %s", slf, message), Some(&kwargs))?;
             }
-        } else if !err.is_instance(py, classes(py)?.cancelled.bind(py)) {
-            let transport = this
-                .transport(py)?
-                .map_or_else(|| py.None(), |t| t.unbind());
-            let lp = this.loop_obj(py)?.unbind();
-            report(
-                transport.bind(py),
-                Some(lp),
-                Some(slf.clone().into_any().unbind()),
-                &err,
-                message,
-            )?;
+        } else if !exc.is_instance(classes(py)?.cancelled.bind(py))? {
+            let ctx = PyDict::new(py);
+            ctx.set_item("message", message)?;
+            ctx.set_item("exception", exc)?;
+            ctx.set_item("transport", this.transport(py)?)?;
+            ctx.set_item("protocol", slf)?;
+            this.loop_obj(py)?
+                .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
         }
         Ok(())
     }
@@ -1242,6 +1318,43 @@ impl TlsProtocol {
     }
 }
 
+/// `oxloop._net.SSLProtocol`, the class of the SSL protocols oxloop makes.
+static OWN_CLASS: GILOnceCell<PyObject> = GILOnceCell::new();
+
+impl TlsProtocol {
+    /// For the stream transports' native read hook: `protocol` as oxloop's own SSL
+    /// protocol, if it is exactly one (not a subclass, whose `get_buffer` or
+    /// `buffer_updated` could differ) reading through the shared buffer; and where
+    /// `get_buffer` would have the transport read to (the buffer and its size). None
+    /// (the transport then calls the Python methods, which behave the same) whenever
+    /// anything is amiss.
+    pub(crate) fn native_target<'a, 'py>(
+        protocol: &'a Bound<'py, PyAny>,
+    ) -> Option<(&'a Bound<'py, TlsProtocol>, *mut u8, usize)> {
+        let py = protocol.py();
+        let cls = OWN_CLASS
+            .get_or_try_init(py, || {
+                py.import("oxloop._net")?
+                    .getattr("SSLProtocol")
+                    .map(Bound::unbind)
+            })
+            .ok()?;
+        if !protocol.get_type().is(cls.bind(py)) {
+            return None;
+        }
+        let proto = protocol.downcast::<TlsProtocol>().ok()?;
+        if !proto.get().st.try_ref().ok()?.shared_in {
+            return None;
+        }
+        Some((proto, shared_buf(py, &IN_BUF).ok()?.ptr, MAX_SIZE))
+    }
+
+    /// For the native read hook: `buffer_updated(n)` with no Python call.
+    pub(crate) fn native_updated(proto: &Bound<'_, TlsProtocol>, n: isize) -> PyResult<()> {
+        Self::buffer_updated(proto, n)
+    }
+}
+
 #[pymethods]
 impl TlsProtocol {
     /// The Python side (`oxloop._net`) checks the arguments, makes the BIOs and the
@@ -1249,7 +1362,7 @@ impl TlsProtocol {
     #[new]
     #[pyo3(signature = (loop_, app_protocol, sslcontext, waiter, call_connection_made,
                         handshake_timeout, shutdown_timeout, incoming, outgoing, sslobj,
-                        abort_with_exc))]
+                        abort_with_exc, server_side=false, server_hostname=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -1264,6 +1377,8 @@ impl TlsProtocol {
         outgoing: &Bound<'_, PyAny>,
         sslobj: &Bound<'_, PyAny>,
         abort_with_exc: bool,
+        server_side: bool,
+        server_hostname: Option<PyObject>,
     ) -> PyResult<Self> {
         let c = classes(py)?;
         let fast = if sslobj.get_type().is(c.ssl_object.bind(py)) {
@@ -1278,8 +1393,6 @@ impl TlsProtocol {
         };
         let extra = PyDict::new(py);
         extra.set_item("sslcontext", sslcontext)?;
-        let (in_high, in_low) = flow_limits(py, None, None, HIGH_WATER_SSL_READ_KB)?;
-        let (out_high, out_low) = flow_limits(py, None, None, HIGH_WATER_SSL_WRITE_KB)?;
         let proto = TlsProtocol {
             st: GilCell::new(Tls {
                 loop_,
@@ -1292,6 +1405,9 @@ impl TlsProtocol {
                 transport: None,
                 waiter: waiter.filter(|w| !w.is_none(py)),
                 extra: extra.unbind(),
+                sslcontext: sslcontext.clone().unbind(),
+                server_side,
+                server_hostname: server_hostname.unwrap_or_else(|| py.None()),
                 handshake_timeout,
                 shutdown_timeout,
                 handshake_start: None,
@@ -1317,12 +1433,12 @@ impl TlsProtocol {
                 ssl_reading_paused: false,
                 eof_received: false,
                 app_writing_paused: false,
-                in_high,
-                in_low,
-                out_high,
-                out_low,
+                inm: Marks::default_kb(HIGH_WATER_SSL_READ_KB),
+                outm: Marks::default_kb(HIGH_WATER_SSL_WRITE_KB),
                 abort_with_exc,
                 fed: 0,
+                shared_in: false,
+                own_in: None,
             }),
         };
         proto.set_app_protocol(app_protocol)?;
@@ -1387,6 +1503,38 @@ impl TlsProtocol {
         Ok(self.loop_obj(py)?.unbind())
     }
 
+    /// Stock's `_extra`: `sslcontext`, then, once the handshake is done, `peercert`,
+    /// `cipher`, `compression` and `ssl_object` (the same dict, as stock's).
+    #[getter]
+    fn _extra(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        Ok(self.st.try_ref()?.extra.clone_ref(py))
+    }
+
+    #[getter]
+    fn _sslcontext(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(self.st.try_ref()?.sslcontext.clone_ref(py))
+    }
+
+    #[getter]
+    fn _server_side(&self) -> PyResult<bool> {
+        Ok(self.st.try_ref()?.server_side)
+    }
+
+    #[getter]
+    fn _server_hostname(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(self.st.try_ref()?.server_hostname.clone_ref(py))
+    }
+
+    #[getter]
+    fn _waiter(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok(self
+            .st
+            .try_ref()?
+            .waiter
+            .as_ref()
+            .map_or_else(|| py.None(), |w| w.clone_ref(py)))
+    }
+
     /// The state's name, as stock's `SSLProtocolState` values.
     #[getter]
     fn _state_name(&self) -> PyResult<&'static str> {
@@ -1394,7 +1542,15 @@ impl TlsProtocol {
     }
 
     fn connection_made(slf: &Bound<'_, Self>, transport: PyObject) -> PyResult<()> {
-        slf.get().st.try_mut()?.transport = Some(transport);
+        let shared = transport
+            .bind(slf.py())
+            .is_instance_of::<crate::stream::StreamTransport>();
+        let old = {
+            let mut st = slf.get().st.try_mut()?;
+            st.shared_in = shared;
+            st.transport.replace(transport)
+        };
+        drop(old);
         Self::start_handshake(slf)
     }
 
@@ -1402,11 +1558,14 @@ impl TlsProtocol {
     fn connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let outgoing_read = {
+        let (outgoing_read, backlog) = {
             let mut st = this.st.try_mut()?;
-            st.backlog.clear();
-            st.outgoing_read.clone_ref(py)
+            (
+                st.outgoing_read.clone_ref(py),
+                std::mem::take(&mut st.backlog),
+            )
         };
+        drop(backlog);
         outgoing_read.bind(py).call0()?;
         this.st.try_mut()?.conn_lost += 1;
         this.mark_app_transport_closed(py)?;
@@ -1444,7 +1603,23 @@ impl TlsProtocol {
     #[pyo3(signature = (n))]
     fn get_buffer(&self, py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<PyObject> {
         let _ = n;
-        Ok(shared_buf(py, &IN_BUF)?.view.clone_ref(py))
+        if self.st.try_ref()?.shared_in {
+            return Ok(shared_buf(py, &IN_BUF)?.view.clone_ref(py));
+        }
+        if let Some(v) = &self.st.try_ref()?.own_in {
+            return Ok(v.clone_ref(py));
+        }
+        let buf = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyByteArray_FromStringAndSize(std::ptr::null(), MAX_SIZE as ffi::Py_ssize_t),
+            )?
+        };
+        let view = unsafe {
+            Bound::from_owned_ptr_or_err(py, ffi::PyMemoryView_FromObject(buf.as_ptr()))?
+        };
+        self.st.try_mut()?.own_in = Some(view.clone().unbind());
+        Ok(view.unbind())
     }
 
     fn buffer_updated(slf: &Bound<'_, Self>, nbytes: isize) -> PyResult<()> {
@@ -1455,8 +1630,21 @@ impl TlsProtocol {
         } else {
             (nbytes as usize).min(MAX_SIZE)
         };
-        let view = view_of(py, shared_buf(py, &IN_BUF)?, n)?;
-        let write = this.st.try_ref()?.incoming_write.clone_ref(py);
+        let (write, own) = {
+            let st = this.st.try_ref()?;
+            let own = if st.shared_in {
+                None
+            } else {
+                st.own_in.as_ref().map(|v| v.clone_ref(py))
+            };
+            (st.incoming_write.clone_ref(py), own)
+        };
+        let view = match own {
+            Some(v) => v
+                .bind(py)
+                .get_item(pyo3::types::PySlice::new(py, 0, n as isize, 1))?,
+            None => view_of(py, shared_buf(py, &IN_BUF)?, n)?,
+        };
         write.bind(py).call1((&view,))?;
         drop(view);
         this.st.try_mut()?.fed = n;
@@ -1511,23 +1699,19 @@ impl TlsProtocol {
         }
     }
 
-    fn pause_writing(&self) -> PyResult<()> {
-        let mut st = self.st.try_mut()?;
-        if st.ssl_writing_paused {
-            return Err(PyAssertionError::new_err(()));
+    fn pause_writing(&self, py: Python<'_>) -> PyResult<()> {
+        if self.st.try_ref()?.ssl_writing_paused {
+            check_assert(py)?;
         }
-        st.ssl_writing_paused = true;
+        self.st.try_mut()?.ssl_writing_paused = true;
         Ok(())
     }
 
     fn resume_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
-            let mut st = slf.get().st.try_mut()?;
-            if !st.ssl_writing_paused {
-                return Err(PyAssertionError::new_err(()));
-            }
-            st.ssl_writing_paused = false;
+        if !slf.get().st.try_ref()?.ssl_writing_paused {
+            check_assert(slf.py())?;
         }
+        slf.get().st.try_mut()?.ssl_writing_paused = false;
         Self::process_outgoing(slf)
     }
 
@@ -1542,11 +1726,8 @@ impl TlsProtocol {
             "SSL handshake is taking longer than {} seconds: aborting the connection",
             timeout.bind(py).str()?
         );
-        Self::fatal_error(
-            slf,
-            PyConnectionAbortedError::new_err(msg),
-            "Fatal error on transport",
-        )
+        let exc = PyConnectionAbortedError::new_err(msg).into_value(py);
+        Self::fatal_value(slf, exc.bind(py), "Fatal error on transport", false)
     }
 
     fn _check_shutdown_timeout(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -1581,7 +1762,7 @@ impl TlsProtocol {
 
     #[pyo3(signature = (exc, message="Fatal error on transport"))]
     fn _fatal_error(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, message: &str) -> PyResult<()> {
-        Self::fatal_error(slf, PyErr::from_value(exc.clone()), message)
+        Self::fatal_value(slf, exc, message, false)
     }
 
     #[pyo3(signature = (name, default=None))]
@@ -1654,7 +1835,27 @@ impl TlsProtocol {
                 visit.call(t)?;
             }
             visit.call(&st.extra)?;
-            visit.call(&st.sslobj)?;
+            for o in [
+                &st.sslobj,
+                &st.sslcontext,
+                &st.server_hostname,
+                &st.handshake_timeout,
+                &st.shutdown_timeout,
+                &st.incoming,
+                &st.outgoing,
+                &st.incoming_write,
+                &st.outgoing_read,
+            ] {
+                visit.call(o)?;
+            }
+            if let Some(f) = &st.fast {
+                visit.call(&f.read)?;
+                visit.call(&f.write)?;
+                visit.call(&f.pending)?;
+            }
+            if let Some(o) = &st.own_in {
+                visit.call(o)?;
+            }
             for o in &st.backlog {
                 visit.call(o)?;
             }
@@ -1663,21 +1864,47 @@ impl TlsProtocol {
     }
 
     fn __clear__(&self) {
-        let taken = match self.st.try_mut() {
-            Ok(mut st) => (
-                st.app_protocol.take(),
-                st.app_get_buffer.take(),
-                st.app_buffer_updated.take(),
-                st.app_transport.take(),
-                st.transport.take(),
-                st.waiter.take(),
-                st.handshake_handle.take(),
-                st.shutdown_handle.take(),
-                std::mem::take(&mut st.backlog),
-            ),
-            Err(_) => return,
-        };
-        drop(taken);
+        // The objects that are not optional are replaced by None (a fresh dict for
+        // `extra`); all are dropped after the borrow ends.
+        Python::with_gil(|py| {
+            let taken = match self.st.try_mut() {
+                Ok(mut st) => {
+                    let none = |o: &mut PyObject| std::mem::replace(o, py.None());
+                    let kept = [
+                        none(&mut st.loop_),
+                        none(&mut st.sslobj),
+                        none(&mut st.sslcontext),
+                        none(&mut st.server_hostname),
+                        none(&mut st.handshake_timeout),
+                        none(&mut st.shutdown_timeout),
+                        none(&mut st.incoming),
+                        none(&mut st.outgoing),
+                        none(&mut st.incoming_write),
+                        none(&mut st.outgoing_read),
+                    ];
+                    (
+                        kept,
+                        std::mem::replace(&mut st.extra, PyDict::new(py).unbind()),
+                        st.fast.take(),
+                        [
+                            st.own_in.take(),
+                            st.handshake_start.take(),
+                            st.app_protocol.take(),
+                            st.app_get_buffer.take(),
+                            st.app_buffer_updated.take(),
+                            st.transport.take(),
+                            st.waiter.take(),
+                            st.handshake_handle.take(),
+                            st.shutdown_handle.take(),
+                        ],
+                        st.app_transport.take(),
+                        std::mem::take(&mut st.backlog),
+                    )
+                }
+                Err(_) => return,
+            };
+            drop(taken);
+        });
     }
 }
 
@@ -1716,15 +1943,12 @@ impl TlsTransport {
         } else {
             HIGH_WATER_SSL_WRITE_KB
         };
-        let (h, l) = flow_limits(py, high, low, kb)?;
-        {
+        let marks = Marks::parse(py, high, low, kb)?;
+        let old = {
             let mut st = p.get().st.try_mut()?;
-            if read {
-                (st.in_high, st.in_low) = (h, l);
-            } else {
-                (st.out_high, st.out_low) = (h, l);
-            }
-        }
+            std::mem::replace(if read { &mut st.inm } else { &mut st.outm }, marks)
+        };
+        drop(old);
         if read {
             TlsProtocol::control_ssl_reading(&p)
         } else {
@@ -1783,7 +2007,9 @@ impl TlsTransport {
         let proto = {
             let mut tr = self.tr.try_mut()?;
             if tr.closed {
-                tr.proto = None;
+                let old = tr.proto.take();
+                drop(tr);
+                drop(old);
                 return Ok(());
             }
             tr.closed = true;
@@ -1852,10 +2078,10 @@ impl TlsTransport {
         self.set_limits(py, high, low, false)
     }
 
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(i64, i64)> {
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
         let p = self.proto(py, "_outgoing_low_water")?;
         let st = p.get().st.try_ref()?;
-        Ok((st.out_low, st.out_high))
+        st.outm.tuple(py)
     }
 
     fn get_write_buffer_size(&self, py: Python<'_>) -> PyResult<i64> {
@@ -1874,10 +2100,10 @@ impl TlsTransport {
         self.set_limits(py, high, low, true)
     }
 
-    fn get_read_buffer_limits(&self, py: Python<'_>) -> PyResult<(i64, i64)> {
+    fn get_read_buffer_limits(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
         let p = self.proto(py, "_incoming_low_water")?;
         let st = p.get().st.try_ref()?;
-        Ok((st.in_low, st.in_high))
+        st.inm.tuple(py)
     }
 
     fn get_read_buffer_size(&self, py: Python<'_>) -> PyResult<i64> {

@@ -153,9 +153,14 @@ pub fn log_fatal_os_error(
 
 /// The write water marks and whether the protocol was told to pause.
 pub struct FlowControl {
+    /// The marks as integers the buffered size compares against as it does against the
+    /// given ones (`size > high`, `size <= low`).
     pub high: usize,
     pub low: usize,
     pub paused: bool,
+    /// The marks as given, when they are not plain ints (floats, bools, ints past
+    /// `usize`): `get_write_buffer_limits` hands them back as stock does.
+    pub given: Option<Box<(PyObject, PyObject)>>,
 }
 
 impl Default for FlowControl {
@@ -164,8 +169,88 @@ impl Default for FlowControl {
             high: DEFAULT_HIGH,
             low: DEFAULT_HIGH / 4,
             paused: false,
+            given: None,
         }
     }
+}
+
+/// Water marks checked as stock's `_set_write_buffer_limits` checks them: the objects
+/// (high, low), after the defaults and the ValueError.
+pub struct Limits<'py> {
+    pub high: Bound<'py, PyAny>,
+    pub low: Bound<'py, PyAny>,
+}
+
+impl<'py> Limits<'py> {
+    /// Stock's defaults from what was given (`default_high` when neither was) and check.
+    pub fn parse(
+        py: Python<'py>,
+        high: Option<&Bound<'py, PyAny>>,
+        low: Option<&Bound<'py, PyAny>>,
+        default_high: usize,
+    ) -> PyResult<Self> {
+        let high = high.filter(|h| !h.is_none());
+        let low = low.filter(|l| !l.is_none());
+        let high: Bound<'py, PyAny> = match (high, low) {
+            (Some(h), _) => h.clone(),
+            (None, None) => default_high.into_bound_py_any(py)?,
+            (None, Some(l)) => l.mul(4)?,
+        };
+        let low: Bound<'py, PyAny> = match low {
+            Some(l) => l.clone(),
+            None => high.floor_div(4)?,
+        };
+        let zero = 0i64.into_bound_py_any(py)?;
+        if !(high.ge(&low)? && low.ge(&zero)?) {
+            return Err(PyValueError::new_err(format!(
+                "high ({}) must be >= low ({}) must be >= 0",
+                high.repr()?,
+                low.repr()?
+            )));
+        }
+        Ok(Limits { high, low })
+    }
+
+    /// Whether both are exact ints that fit an `i64`: no need to keep the objects.
+    pub fn plain(&self) -> bool {
+        let fits = |v: &Bound<'py, PyAny>| {
+            v.is_exact_instance_of::<pyo3::types::PyInt>() && v.extract::<i64>().is_ok()
+        };
+        fits(&self.high) && fits(&self.low)
+    }
+
+    pub fn given(&self) -> Option<Box<(PyObject, PyObject)>> {
+        (!self.plain()).then(|| Box::new((self.high.clone().unbind(), self.low.clone().unbind())))
+    }
+}
+
+/// The integer a size (a non-negative int) compares against as against `v` (a checked
+/// mark, >= 0): for `size > v` and `size <= v` its floor, for `size >= v` (`ceil`) its
+/// ceiling; anything from `usize::MAX` up is `usize::MAX`, which no size reaches.
+pub fn mark(v: &Bound<'_, PyAny>, ceil: bool) -> PyResult<usize> {
+    let py = v.py();
+    if let Ok(n) = v.extract::<usize>() {
+        return Ok(n);
+    }
+    if v.ge(usize::MAX)? {
+        return Ok(usize::MAX);
+    }
+    let math = py.import("math")?;
+    let f = math.getattr(if ceil { "ceil" } else { "floor" })?;
+    f.call1((v,))?.extract()
+}
+
+/// The limits `(low, high)` as `get_write_buffer_limits` returns them.
+pub fn limits_tuple(
+    py: Python<'_>,
+    high: usize,
+    low: usize,
+    given: &Option<Box<(PyObject, PyObject)>>,
+) -> PyResult<(PyObject, PyObject)> {
+    Ok(match given {
+        Some(g) => (g.1.clone_ref(py), g.0.clone_ref(py)),
+        None => (low.into_py_any(py)?, high.into_py_any(py)?),
+    })
 }
 
 /// What a change of the buffered size asks of the protocol.
@@ -203,28 +288,25 @@ impl FlowControl {
         high: Option<&Bound<'_, PyAny>>,
         low: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let high = high.filter(|h| !h.is_none());
-        let low = low.filter(|l| !l.is_none());
-        let high: Bound<'_, PyAny> = match (high, low) {
-            (Some(h), _) => h.clone(),
-            (None, None) => DEFAULT_HIGH.into_bound_py_any(py)?,
-            (None, Some(l)) => l.mul(4)?,
-        };
-        let low: Bound<'_, PyAny> = match low {
-            Some(l) => l.clone(),
-            None => high.floor_div(4)?,
-        };
-        let zero = 0i64.into_bound_py_any(py)?;
-        if !(high.ge(&low)? && low.ge(&zero)?) {
-            return Err(PyValueError::new_err(format!(
-                "high ({}) must be >= low ({}) must be >= 0",
-                high.repr()?,
-                low.repr()?
-            )));
-        }
-        self.high = high.extract()?;
-        self.low = low.extract()?;
+        let limits = Limits::parse(py, high, low, DEFAULT_HIGH)?;
+        let old = self.apply(&limits)?;
+        drop(old);
         Ok(())
+    }
+
+    /// Take checked limits; returns the objects they replace, to drop with no state
+    /// borrowed.
+    pub fn apply(&mut self, limits: &Limits<'_>) -> PyResult<Option<Box<(PyObject, PyObject)>>> {
+        let high = mark(&limits.high, false)?;
+        let low = mark(&limits.low, false)?;
+        self.high = high;
+        self.low = low;
+        Ok(std::mem::replace(&mut self.given, limits.given()))
+    }
+
+    /// `get_write_buffer_limits()`: `(low, high)`.
+    pub fn limits(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
+        limits_tuple(py, self.high, self.low, &self.given)
     }
 }
 

@@ -5,6 +5,7 @@ aborts and leaks; each on oxloop and on stock asyncio, with the same assertions.
 
 import asyncio
 import gc
+import logging
 import sys
 import warnings
 
@@ -12,6 +13,8 @@ import pytest
 from certs import make_pki
 from support import open_fds, run
 from test_transports import Echo, Recorder, payload
+
+import oxloop
 
 ssl = pytest.importorskip("ssl")
 
@@ -717,3 +720,427 @@ def test_shutdown_timeout(any_loop, pki):
     exc = run(any_loop, main())
     assert isinstance(exc, TimeoutError)
     assert str(exc) == "SSL shutdown timed out"
+
+
+# -- objects freed by the layer run their finalizers safely -------------------------------------
+
+
+def note_in_del(seen, probe):
+    """Record what `probe()` (which touches the transport) returns from a `__del__`, or the
+    error it raised (the bug: an internal re-entrancy error)."""
+    try:
+        seen.append(("del", probe()))
+    except Exception as e:
+        seen.append(("del raised", repr(e)))
+
+
+@modern
+def test_set_protocol_frees_the_old_protocol_whose_del_uses_the_transport(any_loop, pki):
+    seen = []
+
+    class Old(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def __del__(self):
+            note_in_del(seen, lambda: (self.transport.is_reading(), self.transport.is_closing()))
+
+    async def main():
+        server, transport, proto, _ = await tls_pair(any_loop, pki, asyncio.Protocol, Old)
+        del proto
+        new = Recorder()
+        gc.disable()
+        try:
+            transport.set_protocol(new)
+        finally:
+            gc.enable()
+        same = transport.get_protocol() is new
+        await finish(server, transport)
+        await new.lost
+        return same
+
+    assert run(any_loop, main()) is True
+    assert seen == [("del", (True, False))]
+
+
+@modern
+def test_second_close_frees_the_protocol_whose_del_uses_the_transport(any_loop, pki):
+    seen = []
+
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(100)
+            self.lost = asyncio.get_running_loop().create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def get_buffer(self, n):
+            return self.buf
+
+        def buffer_updated(self, n):
+            pass
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+        def __del__(self):
+            note_in_del(seen, self.transport.is_closing)
+
+    async def main():
+        server, transport, proto, _ = await tls_pair(any_loop, pki, asyncio.Protocol, Buffered)
+        transport.close()
+        await proto.lost
+        await asyncio.sleep(0.01)
+        del proto
+        gc.disable()
+        try:
+            transport.close()  # the second close drops the SSL protocol and with it the app's
+        finally:
+            gc.enable()
+        await finish(server)
+        return "ok"
+
+    assert run(any_loop, main()) == "ok"
+    assert seen == [("del", True)]
+
+
+# -- what code outside the loop reads of the layer -----------------------------------------------
+
+
+@modern
+def test_isinstance_against_the_stock_classes_and_repr(any_loop, pki):
+    from asyncio import sslproto
+
+    async def main():
+        server, transport, proto, _ = await tls_pair(any_loop, pki)
+        sp = transport._ssl_protocol
+        got = {
+            "transport": isinstance(transport, sslproto._SSLProtocolTransport),
+            "asyncio.Transport": isinstance(transport, asyncio.Transport),
+            "protocol": isinstance(sp, sslproto.SSLProtocol),
+            "buffered": isinstance(sp, asyncio.BufferedProtocol),
+            "transport class name": type(transport).__name__,
+            "protocol class name": type(sp).__name__,
+            "transport repr": repr(transport).split(" at ")[0],
+            "protocol repr": repr(sp).split(" at ")[0],
+        }
+        await finish(server, transport)
+        await proto.lost
+        return got
+
+    assert run(any_loop, main()) == {
+        "transport": True,
+        "asyncio.Transport": True,
+        "protocol": True,
+        "buffered": True,
+        "transport class name": "_SSLProtocolTransport",
+        "protocol class name": "SSLProtocol",
+        "transport repr": "<asyncio.sslproto._SSLProtocolTransport object",
+        "protocol repr": "<asyncio.sslproto.SSLProtocol object",
+    }
+
+
+@modern
+def test_private_attributes_people_read(any_loop, pki):
+    async def main():
+        server, transport, proto, _ = await tls_pair(any_loop, pki)
+        sp = transport._ssl_protocol
+        extra = sp._extra
+        got = {
+            "extra keys": sorted(extra),
+            "peercert": "subject" in extra["peercert"],
+            "ssl_object": extra["ssl_object"] is transport.get_extra_info("ssl_object"),
+            "sslobj": sp._sslobj is extra["ssl_object"],
+            "sslcontext": sp._sslcontext is pki.client is extra["sslcontext"],
+            "server_side": sp._server_side,
+            "server_hostname": sp._server_hostname,
+            "app_protocol": sp._app_protocol is proto,
+            "app_transport": sp._app_transport is transport,
+            "waiter": sp._waiter,
+            "state": str(sp._state),
+        }
+        transport.custom = 1
+        sp.custom = 2
+        got["custom"] = (transport.custom, sp.custom)
+        await finish(server, transport)
+        await proto.lost
+        return got
+
+    assert run(any_loop, main()) == {
+        "extra keys": ["cipher", "compression", "peercert", "ssl_object", "sslcontext"],
+        "peercert": True,
+        "ssl_object": True,
+        "sslobj": True,
+        "sslcontext": True,
+        "server_side": False,
+        "server_hostname": "localhost",
+        "app_protocol": True,
+        "app_transport": True,
+        "waiter": None,
+        "state": "SSLProtocolState.WRAPPED",
+        "custom": (1, 2),
+    }
+
+
+@modern
+def test_writelines_item_without_len_is_queued_then_fails_the_next_write(any_loop, pki):
+    async def main():
+        errors = []
+        any_loop.set_exception_handler(lambda lp, ctx: errors.append(ctx["message"]))
+        server, transport, proto, _ = await tls_pair(any_loop, pki)
+        with pytest.raises(TypeError, match="has no len"):
+            transport.writelines([b"a", 5, b"b"])
+        size = transport.get_write_buffer_size()
+        await asyncio.sleep(0.05)
+        transport.write(b"next")
+        exc = await proto.lost
+        await finish(server, transport)
+        return size, type(exc), errors
+
+    assert run(any_loop, main()) == (1, TypeError, ["Fatal error on SSL protocol"])
+
+
+# -- the SSL protocol under a transport of the user's -------------------------------------------
+
+
+def ssl_protocol(loop, *args, **kwargs):
+    """The SSL protocol the loop makes for a connection (stock's on the stock loop)."""
+    from asyncio import sslproto
+
+    if isinstance(loop, oxloop.Loop):
+        return oxloop._net._ssl_protocol(loop, *args, **kwargs)
+    return sslproto.SSLProtocol(loop, *args, **kwargs)
+
+
+class HoldingTransport(asyncio.Transport):
+    """A Python transport that takes its protocol's buffer for the next read as soon as it
+    has delivered the last one, and fills it only later (between other callbacks)."""
+
+    def __init__(self, protocol):
+        super().__init__()
+        self.protocol = protocol
+        self.outbox = bytearray()
+        self.held = None
+        self.closed = False
+
+    def fill(self, data):
+        """Take the buffer and copy what fits of `data` in: (the count, the rest)."""
+        self.held = self.protocol.get_buffer(-1)
+        n = min(len(data), len(self.held))
+        self.held[:n] = data[:n]
+        return n, data[n:]
+
+    def updated(self, n):
+        self.held = None
+        if n:
+            self.protocol.buffer_updated(n)
+
+    def write(self, data):
+        self.outbox += data
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def is_closing(self):
+        return self.closed
+
+    def close(self):
+        self.closed = True
+
+    def abort(self):
+        self.closed = True
+
+    def _force_close(self, exc):
+        self.closed = True
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+@modern
+def test_buffer_held_by_a_foreign_transport_across_callbacks(any_loop, pki):
+    async def main():
+        sides = []
+        for ctx, server_side, hostname in (
+            (pki.client, False, "localhost"),
+            (pki.server, True, None),
+        ):
+            app = Recorder()
+            waiter = any_loop.create_future()
+            proto = ssl_protocol(any_loop, app, ctx, waiter, server_side, hostname)
+            transport = HoldingTransport(proto)
+            proto.connection_made(transport)
+            sides.append((app, waiter, proto, transport))
+        (capp, cwait, _, ct), (sapp, swait, _, st) = sides
+
+        async def pump():
+            for _ in range(20):
+                to_server, to_client = bytes(ct.outbox), bytes(st.outbox)
+                ct.outbox.clear()
+                st.outbox.clear()
+                while to_server or to_client:
+                    # Both sides' buffers are filled before either is handed back.
+                    n_server, to_server = st.fill(to_server)
+                    n_client, to_client = ct.fill(to_client)
+                    st.updated(n_server)
+                    ct.updated(n_client)
+                await asyncio.sleep(0)
+
+        await pump()
+        handshake = (cwait.done() and cwait.exception(), swait.done() and swait.exception())
+        capp.transport.write(b"ping")
+        sapp.transport.write(b"pong")
+        await pump()
+        return handshake, bytes(sapp.data), bytes(capp.data)
+
+    assert run(any_loop, main()) == ((None, None), b"ping", b"pong")
+
+
+# -- reports of fatal errors, asserts ------------------------------------------------------------
+
+
+@modern
+def test_handshake_timeout_debug_log_has_no_exception_info(any_loop, pki, caplog):
+    async def main():
+        any_loop.set_debug(True)
+        server = await any_loop.create_server(
+            ServerRecorder, "127.0.0.1", 0, ssl=pki.server, ssl_handshake_timeout=0.05
+        )
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        with caplog.at_level(logging.DEBUG, logger="asyncio"):
+            await reader.read()
+        writer.close()
+        await finish(server)
+        return [
+            r.exc_info
+            for r in caplog.records
+            if r.getMessage().endswith(": Fatal error on transport")
+        ]
+
+    # Stock logs with exc_info=True outside any except block: no exception in the record.
+    assert run(any_loop, main()) == [(None, None, None)]
+
+
+@modern
+def test_fatal_error_of_none_is_reported_as_none(any_loop, pki):
+    async def main():
+        contexts = []
+        any_loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+        proto = ssl_protocol(any_loop, asyncio.Protocol(), pki.client, None, False, "localhost")
+        proto._fatal_error(None)
+        return [(c["message"], c["exception"], c["transport"]) for c in contexts]
+
+    assert run(any_loop, main()) == [("Fatal error on transport", None, None)]
+
+
+@modern
+@pytest.mark.parametrize("optimize", [False, True])
+def test_flow_asserts_follow_optimize_flag(any_loop, optimize):
+    import subprocess
+
+    kind = "oxloop" if isinstance(any_loop, oxloop.Loop) else "stock"
+    code = f"""
+import asyncio, ssl, sys
+import oxloop, oxloop._net
+from asyncio import sslproto
+loop = oxloop.new_event_loop() if {kind!r} == "oxloop" else asyncio.new_event_loop()
+make = oxloop._net._ssl_protocol if {kind!r} == "oxloop" else sslproto.SSLProtocol
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+p = make(loop, asyncio.Protocol(), ctx, None)
+out = []
+for f in (p.resume_writing, p.pause_writing, p.pause_writing):
+    try:
+        f()
+        out.append("ok")
+    except AssertionError:
+        out.append("AssertionError")
+print(out)
+loop.close()
+"""
+    args = [sys.executable] + (["-O"] if optimize else []) + ["-c", code]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.strip()
+    expected = ["ok"] * 3 if optimize else ["AssertionError", "ok", "AssertionError"]
+    assert out == repr(expected)
+
+
+# -- garbage collection --------------------------------------------------------------------------
+
+
+@modern
+def test_gc_sees_every_object_the_ssl_protocol_holds(any_loop, pki):
+    def reachable(obj):
+        found = gc.get_referents(obj)
+        for r in list(found):
+            if isinstance(r, dict):  # stock keeps its state in the instance dict
+                found += list(r.values())
+        return found
+
+    async def main():
+        server, transport, proto, _ = await tls_pair(any_loop, pki)
+        sp = transport._ssl_protocol
+        sslobj = transport.get_extra_info("ssl_object")
+        found = reachable(sp)
+        got = {
+            "sslobj": any(r is sslobj for r in found),
+            "context": any(r is pki.client for r in found),
+            "bios": sum(isinstance(r, ssl.MemoryBIO) for r in found),
+            "transport": any(r is transport for r in found),
+        }
+        if isinstance(any_loop, oxloop.Loop):
+            # The cached bound methods of the `_ssl._SSLSocket` under the SSLObject.
+            inner = sslobj._sslobj
+            got["fast"] = sum(getattr(r, "__self__", None) is inner for r in found) >= 3
+        await finish(server, transport)
+        await proto.lost
+        return got
+
+    got = run(any_loop, main())
+    assert got.pop("fast", True)
+    assert got == {"sslobj": True, "context": True, "bios": 2, "transport": True}
+
+
+# -- the read path from the plain transport into the SSL protocol --------------------------------
+
+
+@modern
+def test_system_exit_from_data_received_propagates_out_of_the_read(any_loop, pki):
+    """What a read's `buffer_updated` lets through (on oxloop called from the stream
+    transport without a Python call) leaves the loop as on stock."""
+
+    class Exiting(asyncio.Protocol):
+        def data_received(self, data):
+            raise SystemExit(data)
+
+    async def setup():
+        return await tls_pair(any_loop, pki, Exiting, Recorder)
+
+    server, transport, proto, _ = run(any_loop, setup())
+    transport.write(b"bye")
+    with pytest.raises(SystemExit) as info:
+        run(any_loop, asyncio.sleep(1))
+    transport.abort()
+    run(any_loop, finish(server))
+    assert info.value.args == (b"bye",)
+
+
+@modern
+def test_reads_of_many_sizes_through_the_layer(any_loop, pki):
+    async def main():
+        server, transport, proto, _ = await tls_pair(any_loop, pki)
+        sizes = [1, 100, 16384, 16385, 300_000]
+        total = 0
+        for n in sizes:
+            transport.write(payload(n))
+            total += n
+            await proto.wait_bytes(total)
+        data = bytes(proto.data)
+        await finish(server, transport)
+        await proto.lost
+        return data
+
+    assert run(any_loop, main()) == b"".join(payload(n) for n in [1, 100, 16384, 16385, 300_000])

@@ -28,7 +28,6 @@ from asyncio import (
     sslproto,
     staggered,
     tasks,
-    transports,
     trsock,
 )
 from asyncio.log import logger
@@ -200,37 +199,48 @@ class _FallbackProtocol(protocols.Protocol):
             self._proto.resume_writing()
 
 
+# The two classes below have no __slots__: their instances take arbitrary attributes, as
+# stock's do (the instance dict is only made when one is set).
+
+
 class SSLProtocol(TlsProtocol, protocols.BufferedProtocol):
     """The SSL protocol of a TLS connection (3.11+): the Rust state machine, a real
     `asyncio.BufferedProtocol` (the plain transport reads straight into its buffer)."""
 
-    __slots__ = ()
+    # isinstance() against stock `asyncio.sslproto.SSLProtocol` holds, as on the stock
+    # loop (code checks it); type() is the Rust-backed class.
+    @property
+    def __class__(self):
+        return sslproto.SSLProtocol
+
+    def __repr__(self) -> str:
+        return f"<asyncio.sslproto.SSLProtocol object at {id(self):#x}>"
+
+    @property
+    def _state(self):
+        """The state as stock's `SSLProtocolState` member (read-only)."""
+        return sslproto.SSLProtocolState[self._state_name.rpartition(".")[2]]
 
 
 class _SSLProtocolTransport(TlsTransport):
     """The transport the application protocol of a TLS connection sees (3.11+)."""
 
-    __slots__ = ()
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.FALLBACK
 
-    # As the stream transports (`_transports.TransportMixin`): isinstance() sees a
-    # namesake of the stock class, an `asyncio.Transport`; type() is the Rust-backed one.
+    # isinstance() against stock `asyncio.sslproto._SSLProtocolTransport` (and so
+    # `asyncio.Transport`) holds, as on the stock loop; type() is the Rust-backed class.
     @property
     def __class__(self):
-        return _SSL_TRANSPORT_CLASS
+        return sslproto._SSLProtocolTransport
+
+    def __repr__(self) -> str:
+        return f"<asyncio.sslproto._SSLProtocolTransport object at {id(self):#x}>"
 
     def __del__(self, _warn=warnings.warn) -> None:
         if not self._closed:
             self._closed = True
             _warn("unclosed transport <asyncio._SSLProtocolTransport object>", ResourceWarning)
-
-
-_SSL_TRANSPORT_CLASS = type(
-    "_SSLProtocolTransport",
-    (transports._FlowControlMixin, transports.Transport),
-    {"__slots__": (), "__module__": __name__},
-)
 
 
 def _ssl_protocol(
@@ -292,6 +302,8 @@ def _ssl_protocol(
         outgoing,
         sslobj,
         _PY313,
+        server_side,
+        server_hostname,
     )
     protocol._set_app_transport(_SSLProtocolTransport(loop, protocol))
     return protocol
