@@ -883,9 +883,8 @@ impl DatagramTransport {
         Ok(self.st.try_ref()?.queued_size)
     }
 
-    fn get_write_buffer_limits(&self) -> PyResult<(usize, usize)> {
-        let st = self.st.try_ref()?;
-        Ok((st.flow.low, st.flow.high))
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
+        self.st.try_ref()?.flow.limits(py)
     }
 
     #[pyo3(signature = (high=None, low=None))]

@@ -73,3 +73,16 @@ def test_tls_limits_as_given(any_loop, which):
         pytest.skip("3.10's SSL transport has other limits")
     default = (512 if which == "write" else 256) * 1024
     assert run(any_loop, main()) == expected(default)
+
+
+def test_datagram_write_limits_as_given(any_loop):
+    async def main():
+        transport, _ = await any_loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+        )
+        got = limits_after(transport, "set_write_buffer_limits", "get_write_buffer_limits")
+        transport.close()
+        await asyncio.sleep(0)
+        return got
+
+    assert run(any_loop, main()) == expected(64 * 1024)
