@@ -579,16 +579,19 @@ impl LoopCore {
         let result = if nonblocking {
             self.poller.wait(timeout)
         } else {
+            // A signal that came while callbacks ran: its Python handler runs now, not
+            // after a poll that nothing may end (KeyboardInterrupt surfaces here).
             py.check_signals()?;
-            let poller = &self.poller;
-            py.allow_threads(|| poller.wait(timeout))
+            self.poller.wait_released(py, timeout)
         };
         let end = monotonic();
         self.stats.try_mut()?.polled(start, end);
         let completed = result?;
         self.dispatch_fired(py, end)?;
-        if !nonblocking || !completed {
-            // Run Python-level signal handlers now (KeyboardInterrupt surfaces here).
+        if !completed {
+            // A signal interrupted the poll (EINTR): run its Python handler now. One that
+            // comes after a poll returned is the interpreter's to handle at its next
+            // bytecode, or the check above before the next blocking poll.
             py.check_signals()?;
         }
         Ok(end)
