@@ -30,7 +30,7 @@ use crate::poll::{
     DeadlineTimer, Poller, DEADLINE_TOKEN, HANGUP, READABLE, SIGNAL_TOKEN, WAKE_TOKEN, WRITABLE,
 };
 use crate::signals::SignalTable;
-use crate::stats::Stats;
+use crate::stats::{Sampler, Stats};
 use crate::stream::StreamTransport;
 use crate::timers::TimerHeap;
 use crate::watchdog::{Running, Watchdog};
@@ -260,6 +260,7 @@ pub struct LoopCore {
     clock_resolution: f64,
     deadline: GilCell<Option<DeadlineTimer>>,
     stats: GilCell<Stats>,
+    sampler: Sampler,
     watchdog: GilCell<Option<Watchdog>>,
     watching: AtomicBool,
     bytes_read: AtomicU64,
@@ -527,7 +528,7 @@ impl LoopCore {
                 handle
             }
         };
-        if this.stats.try_mut()?.sample_now() {
+        if this.sampler.sample_now() {
             handle.get().set_queued_at(monotonic());
         }
         this.ready
@@ -608,9 +609,8 @@ impl LoopCore {
         let mut ready = self.ready.try_mut()?;
         let mut fds = self.fds.try_mut()?;
         let mut rearm = self.rearm.try_mut()?;
-        let mut stats = self.stats.try_mut()?;
         let mut queue_io = |w: &Watcher, writer: bool| {
-            let sampled = stats.sample_now();
+            let sampled = self.sampler.sample_now();
             match w {
                 Watcher::Call(h) => {
                     if sampled {
@@ -882,10 +882,9 @@ impl LoopCore {
         let end_time = now + self.clock_resolution;
         let mut timers = self.timers.try_mut()?;
         let mut ready = self.ready.try_mut()?;
-        let mut stats = self.stats.try_mut()?;
         while let Some(timer) = timers.pop_due(end_time) {
             let handle = timer.into_bound(py).into_super().unbind();
-            if stats.sample_now() {
+            if self.sampler.sample_now() {
                 handle.get().set_queued_at(now);
             }
             ready.push_back(Ready::Call(handle));
@@ -1053,6 +1052,7 @@ impl LoopCore {
             clock_resolution: res.tv_sec as f64 + res.tv_nsec as f64 * 1e-9,
             deadline: GilCell::new(deadline),
             stats: GilCell::new(Stats::new()),
+            sampler: Sampler::new(),
             watchdog: GilCell::new(None),
             watching: AtomicBool::new(false),
             bytes_read: AtomicU64::new(0),
