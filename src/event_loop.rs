@@ -30,7 +30,7 @@ use crate::poll::{
     DeadlineTimer, Poller, DEADLINE_TOKEN, HANGUP, READABLE, SIGNAL_TOKEN, WAKE_TOKEN, WRITABLE,
 };
 use crate::signals::SignalTable;
-use crate::stats::Stats;
+use crate::stats::{Sampler, Stats};
 use crate::stream::StreamTransport;
 use crate::timers::TimerHeap;
 use crate::watchdog::{Running, Watchdog};
@@ -260,6 +260,7 @@ pub struct LoopCore {
     clock_resolution: f64,
     deadline: GilCell<Option<DeadlineTimer>>,
     stats: GilCell<Stats>,
+    sampler: Sampler,
     watchdog: GilCell<Option<Watchdog>>,
     watching: AtomicBool,
     bytes_read: AtomicU64,
@@ -527,7 +528,7 @@ impl LoopCore {
                 handle
             }
         };
-        if this.stats.try_mut()?.sample_now() {
+        if this.sampler.sample_now() {
             handle.get().set_queued_at(monotonic());
         }
         this.ready
@@ -579,16 +580,19 @@ impl LoopCore {
         let result = if nonblocking {
             self.poller.wait(timeout)
         } else {
+            // A signal that came while callbacks ran: its Python handler runs now, not
+            // after a poll that nothing may end (KeyboardInterrupt surfaces here).
             py.check_signals()?;
-            let poller = &self.poller;
-            py.allow_threads(|| poller.wait(timeout))
+            self.poller.wait_released(py, timeout)
         };
         let end = monotonic();
         self.stats.try_mut()?.polled(start, end);
         let completed = result?;
         self.dispatch_fired(py, end)?;
-        if !nonblocking || !completed {
-            // Run Python-level signal handlers now (KeyboardInterrupt surfaces here).
+        if !completed {
+            // A signal interrupted the poll (EINTR): run its Python handler now. One that
+            // comes after a poll returned is the interpreter's to handle at its next
+            // bytecode, or the check above before the next blocking poll.
             py.check_signals()?;
         }
         Ok(end)
@@ -605,9 +609,8 @@ impl LoopCore {
         let mut ready = self.ready.try_mut()?;
         let mut fds = self.fds.try_mut()?;
         let mut rearm = self.rearm.try_mut()?;
-        let mut stats = self.stats.try_mut()?;
         let mut queue_io = |w: &Watcher, writer: bool| {
-            let sampled = stats.sample_now();
+            let sampled = self.sampler.sample_now();
             match w {
                 Watcher::Call(h) => {
                     if sampled {
@@ -879,10 +882,9 @@ impl LoopCore {
         let end_time = now + self.clock_resolution;
         let mut timers = self.timers.try_mut()?;
         let mut ready = self.ready.try_mut()?;
-        let mut stats = self.stats.try_mut()?;
         while let Some(timer) = timers.pop_due(end_time) {
             let handle = timer.into_bound(py).into_super().unbind();
-            if stats.sample_now() {
+            if self.sampler.sample_now() {
                 handle.get().set_queued_at(now);
             }
             ready.push_back(Ready::Call(handle));
@@ -1050,6 +1052,7 @@ impl LoopCore {
             clock_resolution: res.tv_sec as f64 + res.tv_nsec as f64 * 1e-9,
             deadline: GilCell::new(deadline),
             stats: GilCell::new(Stats::new()),
+            sampler: Sampler::new(),
             watchdog: GilCell::new(None),
             watching: AtomicBool::new(false),
             bytes_read: AtomicU64::new(0),

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use pyo3::Python;
 
 use crate::cell::GilCell;
 
@@ -240,6 +241,35 @@ impl Poller {
             st.fired.push((ev.token(), mask));
         }
         Ok(true)
+    }
+
+    /// `wait` with the GIL released, for the loop thread (which holds it: `_py`).
+    ///
+    /// Straight `PyEval_SaveThread`/`PyEval_RestoreThread` instead of PyO3's
+    /// `allow_threads`, which on top of them zeroes and restores PyO3's thread-local GIL
+    /// count and, after retaking the GIL, locks its pool of deferred decrefs: about 80
+    /// instructions per blocking poll. Skipping both is safe here:
+    /// * the GIL count is read only by PyO3 code on this thread (whether a dropped `Py`
+    ///   may be decref'd now or must be deferred). Nothing runs on this thread while the
+    ///   GIL is released but `Poller::wait`, which touches no Python object, and the count
+    ///   is right again once the GIL is back. Other threads have counts of their own.
+    /// * the deferred decrefs (a `Py` dropped by a thread without the GIL) are applied
+    ///   whenever PyO3 next takes the GIL or enters a `#[pymethods]` function, on any
+    ///   thread; this only stops being one such place. PyO3 promises no earlier time, and
+    ///   this crate drops no `Py` without the GIL.
+    ///
+    /// The GIL is retaken by a guard, so also if `wait` were to panic.
+    pub fn wait_released(&self, _py: Python<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+        struct Retake(*mut pyo3::ffi::PyThreadState);
+        impl Drop for Retake {
+            fn drop(&mut self) {
+                // SAFETY: the thread state `PyEval_SaveThread` returned on this thread.
+                unsafe { pyo3::ffi::PyEval_RestoreThread(self.0) }
+            }
+        }
+        // SAFETY: this thread holds the GIL (`_py`); see above for PyO3's state.
+        let _retake = Retake(unsafe { pyo3::ffi::PyEval_SaveThread() });
+        self.wait(timeout)
     }
 
     /// Close the epoll fds (the poll's and the registry clone's).

@@ -4,6 +4,8 @@
 //! Cheap enough to be always on: two clock reads per iteration, and a timestamp on one
 //! callback in `SAMPLE_EVERY` (the ready-queue delay is a distribution, not an audit).
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 pub const SAMPLE_EVERY: u32 = 16;
 
 /// Log-linear histogram of nanosecond values: exact below 16, then 8 buckets per power
@@ -76,7 +78,6 @@ pub struct Stats {
     pub polled: f64,
     /// When the last poll returned (or the loop started): busy time runs from here.
     mark: f64,
-    sample_tick: u32,
     pub ready_delay: Histogram,
 }
 
@@ -88,7 +89,6 @@ impl Stats {
             busy: 0.0,
             polled: 0.0,
             mark: f64::NAN,
-            sample_tick: 0,
             ready_delay: Histogram::new(),
         }
     }
@@ -110,12 +110,24 @@ impl Stats {
         }
         self.mark = f64::NAN;
     }
+}
 
-    /// True for one call in SAMPLE_EVERY: time this callback's wait in the queue.
+/// Picks the callbacks whose wait in the ready queue is timed: one in SAMPLE_EVERY. Kept
+/// apart from `Stats` so that scheduling a callback borrows no stats. (Relaxed loads and
+/// stores, no read-modify-write: only the loop's thread, holding the GIL, schedules here.)
+pub struct Sampler(AtomicU32);
+
+impl Sampler {
+    pub fn new() -> Sampler {
+        Sampler(AtomicU32::new(0))
+    }
+
+    /// True for one call in SAMPLE_EVERY.
     #[inline]
-    pub fn sample_now(&mut self) -> bool {
-        self.sample_tick = self.sample_tick.wrapping_add(1);
-        self.sample_tick.is_multiple_of(SAMPLE_EVERY)
+    pub fn sample_now(&self) -> bool {
+        let tick = self.0.load(Ordering::Relaxed).wrapping_add(1);
+        self.0.store(tick, Ordering::Relaxed);
+        tick.is_multiple_of(SAMPLE_EVERY)
     }
 }
 
