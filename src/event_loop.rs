@@ -1877,6 +1877,20 @@ pub(crate) unsafe fn bound_ref<'a, 'py>(
 ///
 /// # Safety
 /// `slf` is a `LoopCore` (the method descriptor checked it) and the GIL is held.
+/// Whether a call's keyword names (a tuple of str) include `context`.
+///
+/// # Safety
+/// `kwnames` is a live tuple of str and the GIL is held.
+unsafe fn names_context(py: Python<'_>, kwnames: *mut ffi::PyObject) -> bool {
+    let names = unsafe { Bound::from_borrowed_ptr(py, kwnames) };
+    names
+        .try_iter()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|n| n.extract::<&str>().is_ok_and(|n| n == "context"))
+}
+
 unsafe fn loop_of<'a>(py: Python<'a>, slf: &'a *mut ffi::PyObject) -> &'a LoopCore {
     unsafe { bound_ref(py, slf).downcast_unchecked::<LoopCore>() }.get()
 }
@@ -2062,6 +2076,14 @@ unsafe extern "C" fn create_task_fast(
     unsafe {
         let py = Python::assume_gil_acquired();
         let nargs = ffi::PyVectorcall_NARGS(nargsf as usize);
+        if !kwnames.is_null() && !loop_of(py, &slf).py311 && names_context(py, kwnames) {
+            // 3.10's create_task has no `context` parameter: even `context=None` is refused.
+            ffi::PyErr_SetString(
+                ffi::PyExc_TypeError,
+                c"create_task() got an unexpected keyword argument 'context'".as_ptr(),
+            );
+            return std::ptr::null_mut();
+        }
         if nargs != 1 || !kwnames.is_null() || !loop_of(py, &slf).runs_here() {
             return CREATE_TASK_GENERIC.call(py, slf, args, nargsf, kwnames);
         }

@@ -107,3 +107,18 @@ def test_debug_task_traceback_ends_at_the_caller(any_loop):
     last = task._source_traceback[-1]
     assert last.name == "test_debug_task_traceback_ends_at_the_caller"
     any_loop.run_until_complete(task)
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="3.10 has no create_task(context=)")
+@pytest.mark.parametrize("ctx", [None, "copy"])
+def test_create_task_context_refused_on_310(any_loop, ctx):
+    async def coro():
+        pass
+
+    c = coro()
+    context = contextvars.copy_context() if ctx == "copy" else None
+    try:
+        with pytest.raises(TypeError, match="unexpected keyword argument 'context'"):
+            any_loop.create_task(c, context=context)
+    finally:
+        c.close()
