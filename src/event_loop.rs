@@ -1695,24 +1695,8 @@ impl Generic {
         nargsf: ffi::Py_ssize_t,
         kwnames: *mut ffi::PyObject,
     ) -> *mut ffi::PyObject {
-        let Some(generic) = self.0.get(py) else {
-            unsafe {
-                ffi::PyErr_SetString(ffi::PyExc_TypeError, c"oxloop: not initialised".as_ptr())
-            };
-            return std::ptr::null_mut();
-        };
-        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
-        let nkw = if kwnames.is_null() {
-            0
-        } else {
-            unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
-        };
-        let mut all = Vec::with_capacity(1 + nargs + nkw);
-        all.push(slf);
-        if nargs + nkw > 0 {
-            all.extend_from_slice(unsafe { std::slice::from_raw_parts(args, nargs + nkw) });
-        }
-        unsafe { ffi::PyObject_Vectorcall(generic.as_ptr(), all.as_ptr(), nargs + 1, kwnames) }
+        let _ = py;
+        unsafe { crate::entries::call_generic(&self.0, slf, args, nargsf, kwnames) }
     }
 }
 
@@ -1728,24 +1712,13 @@ pub(crate) fn guarded(
     py: Python<'_>,
     body: impl FnOnce() -> PyResult<*mut ffi::PyObject>,
 ) -> *mut ffi::PyObject {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
-        Ok(Ok(result)) => result,
-        Ok(Err(err)) => {
+    crate::entries::guarded(|| match body() {
+        Ok(result) => result,
+        Err(err) => {
             err.restore(py);
             std::ptr::null_mut()
         }
-        Err(payload) => {
-            let msg = if let Some(s) = payload.downcast_ref::<&str>() {
-                (*s).to_string()
-            } else if let Some(s) = payload.downcast_ref::<String>() {
-                s.clone()
-            } else {
-                "panic from Rust code".to_string()
-            };
-            pyo3::panic::PanicException::new_err(msg).restore(py);
-            std::ptr::null_mut()
-        }
-    }
+    })
 }
 
 /// Replace `LoopCore` methods by entries that skip PyO3's general ones:

@@ -1,6 +1,7 @@
 //! The `oxloop._oxloop` extension module: registers the loop core and handle types.
 
 mod cell;
+mod entries;
 mod errors;
 mod event_loop;
 mod handles;
