@@ -26,6 +26,19 @@ pub fn guarded(f: impl FnOnce() -> *mut ffi::PyObject) -> *mut ffi::PyObject {
     }
 }
 
+/// An entry's result for the interpreter: the pointer, or NULL with the error set.
+pub fn raise_or(py: Python<'_>, result: PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
+    result.unwrap_or_else(|e| {
+        e.restore(py);
+        std::ptr::null_mut()
+    })
+}
+
+/// A method result for the interpreter: a new reference, or NULL with the error set.
+pub fn into_ptr(py: Python<'_>, result: PyResult<PyObject>) -> *mut ffi::PyObject {
+    raise_or(py, result.map(PyObject::into_ptr))
+}
+
 /// Hand a `METH_FASTCALL | METH_KEYWORDS` call (or, with `nargsf` 0, a no-argument one)
 /// to the method PyO3 generated, kept in `generic`: its argument checks and messages.
 ///

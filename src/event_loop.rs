@@ -1712,13 +1712,7 @@ pub(crate) fn guarded(
     py: Python<'_>,
     body: impl FnOnce() -> PyResult<*mut ffi::PyObject>,
 ) -> *mut ffi::PyObject {
-    crate::entries::guarded(|| match body() {
-        Ok(result) => result,
-        Err(err) => {
-            err.restore(py);
-            std::ptr::null_mut()
-        }
-    })
+    crate::entries::guarded(|| crate::entries::raise_or(py, body()))
 }
 
 /// Replace `LoopCore` methods by entries that skip PyO3's general ones:
@@ -1855,12 +1849,10 @@ pub(crate) unsafe fn bound_ref<'a, 'py>(
 /// # Safety
 /// `kwnames` is a live tuple of str and the GIL is held.
 unsafe fn names_context(py: Python<'_>, kwnames: *mut ffi::PyObject) -> bool {
-    let names = unsafe { Bound::from_borrowed_ptr(py, kwnames) };
+    let names =
+        unsafe { Bound::from_borrowed_ptr(py, kwnames).downcast_into_unchecked::<PyTuple>() };
     names
-        .try_iter()
-        .into_iter()
-        .flatten()
-        .flatten()
+        .iter()
         .any(|n| n.extract::<&str>().is_ok_and(|n| n == "context"))
 }
 
@@ -2049,7 +2041,8 @@ unsafe extern "C" fn create_task_fast(
     unsafe {
         let py = Python::assume_gil_acquired();
         let nargs = ffi::PyVectorcall_NARGS(nargsf as usize);
-        if !kwnames.is_null() && !loop_of(py, &slf).py311 && names_context(py, kwnames) {
+        let lp = loop_of(py, &slf);
+        if !kwnames.is_null() && !lp.py311 && names_context(py, kwnames) {
             // 3.10's create_task has no `context` parameter: even `context=None` is refused.
             ffi::PyErr_SetString(
                 ffi::PyExc_TypeError,
@@ -2057,7 +2050,7 @@ unsafe extern "C" fn create_task_fast(
             );
             return std::ptr::null_mut();
         }
-        if nargs != 1 || !kwnames.is_null() || !loop_of(py, &slf).runs_here() {
+        if nargs != 1 || !kwnames.is_null() || !lp.runs_here() {
             return CREATE_TASK_GENERIC.call(py, slf, args, nargsf, kwnames);
         }
         guarded(py, || {

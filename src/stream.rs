@@ -18,7 +18,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{intern, Borrowed, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
-use crate::entries::{call_generic, guarded};
+use crate::entries::{call_generic, guarded, into_ptr};
 use crate::event_loop::install_method;
 use crate::event_loop::LoopCore;
 use crate::handles::{Handle, Slots};
@@ -26,9 +26,9 @@ use crate::helpers;
 use crate::sockaddr::Addr;
 use crate::tls::TlsProtocol;
 use crate::transport::{
-    into_ptr, log_fatal_os_error, logger, loop_core, loop_object, must_propagate, new_bytes,
-    notify_flow, recycle_bytes, report, with_read_buf, FlowChange, FlowControl, Limits,
-    DEFAULT_HIGH, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
+    log_fatal_os_error, logger, loop_core, loop_object, must_propagate, new_bytes, notify_flow,
+    recycle_bytes, report, with_read_buf, FlowChange, FlowControl, Limits, DEFAULT_HIGH,
+    LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
 };
 use crate::wbuf::{is_retry, os_error, send_once, ByteView, Sink, WriteQueue};
 

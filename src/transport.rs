@@ -1,7 +1,6 @@
 //! What every transport shares: the read buffer, the link to its loop, which protocol
-//! errors propagate, reports to the loop's exception handler, write flow control (the
-//! water marks and `pause_writing`/`resume_writing`), as the stock transports do, and the
-//! plumbing of the direct method entries that bypass PyO3's.
+//! errors propagate, reports to the loop's exception handler, and write flow control (the
+//! water marks and `pause_writing`/`resume_writing`), as the stock transports do.
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyValueError};
 use pyo3::ffi;
@@ -337,16 +336,5 @@ pub fn notify_flow(
         Ok(_) => Ok(()),
         Err(e) if must_propagate(py, &e) => Err(e),
         Err(e) => report(transport, lp, protocol, &e, message),
-    }
-}
-
-/// A method result for the interpreter: a new reference, or NULL with the error set.
-pub fn into_ptr(py: Python<'_>, result: PyResult<PyObject>) -> *mut ffi::PyObject {
-    match result {
-        Ok(v) => v.into_ptr(),
-        Err(e) => {
-            e.restore(py);
-            std::ptr::null_mut()
-        }
     }
 }
