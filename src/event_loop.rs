@@ -861,12 +861,13 @@ impl LoopCore {
     }
 
     /// How long the poll may block: zero with work ready, else until the next timer
-    /// (which the deadline timer is armed for, for a precise wake-up), else forever.
-    fn poll_timeout(&self) -> PyResult<Option<Duration>> {
+    /// (which the deadline timer is armed for, for a precise wake-up, together with the
+    /// timers due just after it: see `TimerHeap::wake_time`), else forever.
+    fn poll_timeout(&self, py: Python<'_>) -> PyResult<Option<Duration>> {
         if !self.ready.try_ref()?.is_empty() || self.stopping.load(Ordering::Relaxed) {
             return Ok(Some(Duration::ZERO));
         }
-        let Some(when) = self.timers.try_ref()?.next_when() else {
+        let Some(when) = self.timers.try_mut()?.wake_time(py) else {
             return Ok(None);
         };
         let secs = (when - monotonic()).clamp(0.0, MAX_POLL_SECONDS);
@@ -901,7 +902,7 @@ impl LoopCore {
             handles::release(h.bind(py).as_any());
         }
         drop(garbage);
-        let timeout = this.poll_timeout()?;
+        let timeout = this.poll_timeout(py)?;
         let now = this.poll_io(py, timeout)?;
         this.queue_due_timers(py, now)?;
         Self::run_ready(slf)

@@ -240,6 +240,55 @@ def test_equal_deadlines_fire_in_scheduling_order(loop):
     assert order == list(range(50))
 
 
+# -- bunched timers share a wake-up --------------------------------------------------------------
+
+
+def _iterations_at_each(loop, offsets, cancel=()):
+    """Schedule a timer at each `offsets[i]` seconds from a base 5 ms ahead; return the
+    loop iteration each ran in (`loop.stats()["iterations"]`), None for cancelled ones."""
+    seen = [None] * len(offsets)
+    done = loop.create_future()
+    base = loop.time() + 0.005
+
+    def record(i):
+        seen[i] = loop.stats()["iterations"]
+
+    handles = [loop.call_at(base + off, record, i) for i, off in enumerate(offsets)]
+    for i in cancel:
+        handles[i].cancel()
+    loop.call_at(base + max(offsets) + 0.001, done.set_result, None)
+    run(loop, done)
+    return seen
+
+
+def test_timers_due_within_the_slack_share_one_wake_up(loop):
+    # 20 µs apart: one wake-up at the later deadline runs both (neither early); 3 ms later
+    # is outside the 50 µs window and gets its own.
+    first, second, far = _iterations_at_each(loop, [0.0, 20e-6, 0.003])
+    assert first == second
+    assert far > second
+
+
+def test_a_cancelled_timer_in_the_window_is_skipped_and_the_rest_still_share(loop):
+    seen = _iterations_at_each(loop, [0.0, 40e-6, 0.002, 0.002 + 30e-6], cancel=[1])
+    assert seen[1] is None
+    assert seen[0] < seen[2] == seen[3]
+
+
+def test_bunched_timers_never_fire_early_and_keep_their_order(any_loop):
+    fired = []
+    done = any_loop.create_future()
+    base = any_loop.time() + 0.002
+    offsets = [i * 7e-6 for i in range(30)] + [0.001 + i * 13e-6 for i in range(30)]
+    for i, off in enumerate(offsets):
+        when = base + off
+        any_loop.call_at(when, lambda i=i, when=when: fired.append((i, when, any_loop.time())))
+    any_loop.call_at(base + 0.004, done.set_result, None)
+    run(any_loop, done)
+    assert [i for i, _, _ in fired] == list(range(60))
+    assert_never_early(any_loop, [(when, at) for _, when, at in fired])
+
+
 # -- cancellation and re-arming ------------------------------------------------------------------
 
 
