@@ -45,12 +45,137 @@ fn visit_slot<T>(visit: &PyVisit<'_>, slot: &Option<Py<T>>) -> Result<(), PyTrav
     }
 }
 
+/// A handle's positional arguments. Most callbacks take none or one (a future's done
+/// callbacks get the future), which a handle keeps without a tuple: the tuple is made
+/// only when something asks for it (`_args`, a report) and then kept, so that `_args`
+/// stays the same object, as stock's attribute is.
+pub enum Args {
+    /// `()` (the empty tuple is a singleton, so nothing to keep).
+    Empty,
+    One(PyObject),
+    Tuple(Py<PyTuple>),
+}
+
+impl From<Bound<'_, PyTuple>> for Args {
+    fn from(args: Bound<'_, PyTuple>) -> Args {
+        Args::Tuple(args.unbind())
+    }
+}
+
+impl Args {
+    /// The arguments as a tuple (a new reference).
+    pub fn tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        match self {
+            Args::Empty => Ok(PyTuple::empty(py)),
+            Args::One(arg) => PyTuple::new(py, [arg]),
+            Args::Tuple(t) => Ok(t.bind(py).clone()),
+        }
+    }
+
+    /// The arguments as a tuple, kept in place of what was here (see `Args`).
+    fn as_tuple<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let tuple = self.tuple(py)?;
+        if let Args::One(_) = self {
+            *self = Args::Tuple(tuple.clone().unbind());
+        }
+        Ok(tuple)
+    }
+
+    fn clone_ref(&self, py: Python<'_>) -> Args {
+        match self {
+            Args::Empty => Args::Empty,
+            Args::One(arg) => Args::One(arg.clone_ref(py)),
+            Args::Tuple(t) => Args::Tuple(t.clone_ref(py)),
+        }
+    }
+
+    /// Drop the arguments now, with the GIL held (see `Slots`'s `Drop`).
+    fn release(self, py: Python<'_>) {
+        match self {
+            Args::Empty => {}
+            Args::One(arg) => drop(arg.into_bound(py)),
+            Args::Tuple(t) => drop(t.into_bound(py)),
+        }
+    }
+
+    fn visit(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Args::Empty => Ok(()),
+            Args::One(arg) => visit.call(arg),
+            Args::Tuple(t) => visit.call(t),
+        }
+    }
+
+    /// `callable(*args)`: its result, or NULL with the exception set.
+    ///
+    /// # Safety
+    /// The GIL is held; `callable` is a live object.
+    unsafe fn call(&self, py: Python<'_>, callable: *mut ffi::PyObject) -> *mut ffi::PyObject {
+        unsafe {
+            match self {
+                Args::Empty => vectorcall(py, callable, std::ptr::null(), 0),
+                // A free slot before the argument: a bound method may put `self` there.
+                Args::One(arg) => {
+                    let slots = [std::ptr::null_mut(), arg.as_ptr()];
+                    let nargsf = 1 | ffi::PY_VECTORCALL_ARGUMENTS_OFFSET;
+                    vectorcall(py, callable, slots.as_ptr().add(1), nargsf)
+                }
+                Args::Tuple(t) => {
+                    let n = ffi::PyTuple_GET_SIZE(t.as_ptr());
+                    let items =
+                        std::ptr::addr_of!((*t.as_ptr().cast::<ffi::PyTupleObject>()).ob_item);
+                    vectorcall(py, callable, items.cast(), n as usize)
+                }
+            }
+        }
+    }
+}
+
+/// `PyObject_Vectorcall(callable, args, nargsf, NULL)`: the callable's own vectorcall
+/// function called directly (what `PyObject_Vectorcall` does after looking up the
+/// thread state, which only its result check needs; here that check's thread-state look-up
+/// comes only when an exception is set), or `PyObject_Vectorcall` itself for a callable
+/// without one.
+///
+/// # Safety
+/// The GIL is held; `args` holds `nargsf`'s arguments.
+#[inline(always)]
+unsafe fn vectorcall(
+    _py: Python<'_>,
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+) -> *mut ffi::PyObject {
+    unsafe {
+        let tp = ffi::Py_TYPE(callable);
+        if ffi::PyType_HasFeature(tp, ffi::Py_TPFLAGS_HAVE_VECTORCALL) != 0 {
+            let slot = callable.cast::<u8>().offset((*tp).tp_vectorcall_offset);
+            if let Some(func) = *slot.cast::<Option<ffi::vectorcallfunc>>() {
+                let result = func(callable, args, nargsf, std::ptr::null_mut());
+                if result.is_null() || !ffi::PyErr_Occurred().is_null() {
+                    // A NULL without an exception, or a result with one: CPython's own
+                    // check makes the SystemError it makes for any call.
+                    let tstate = ffi::PyThreadState_Get();
+                    return ffi::_Py_CheckFunctionResult(
+                        tstate,
+                        callable,
+                        result,
+                        std::ptr::null(),
+                    );
+                }
+                return result;
+            }
+        }
+        ffi::PyObject_Vectorcall(callable, args, nargsf, std::ptr::null_mut())
+    }
+}
+
 /// The objects a handle holds. All empty only while the handle waits in its loop's free
 /// list (see `Handle::take_for_reuse`); a cancelled handle has no callback or arguments.
 #[derive(Default)]
 pub struct Slots {
     callback: Option<PyObject>,
-    args: Option<Py<PyTuple>>,
+    args: Option<Args>,
     context: Option<PyObject>,
     loop_: Option<Py<LoopCore>>,
     source_traceback: Option<PyObject>,
@@ -62,7 +187,7 @@ impl Slots {
     pub fn new(
         py: Python<'_>,
         callback: PyObject,
-        args: Py<PyTuple>,
+        args: Args,
         context: Option<PyObject>,
         loop_: Py<LoopCore>,
         trace_depth: Option<u32>,
@@ -105,7 +230,9 @@ impl Drop for Slots {
         // SAFETY: see above.
         let py = unsafe { Python::assume_gil_acquired() };
         now(py, &mut self.callback);
-        now(py, &mut self.args);
+        if let Some(args) = self.args.take() {
+            args.release(py);
+        }
         now(py, &mut self.context);
         now(py, &mut self.loop_);
         now(py, &mut self.source_traceback);
@@ -254,39 +381,49 @@ impl Handle {
     pub fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
         let py = slf.py();
         let h = slf.get();
-        // Bound (not Py) clones: dropping them needs no check of who holds the GIL. The
-        // callback may cancel its own handle, which drops the callback and its arguments,
-        // hence the clones; the context is only borrowed: `PyContext_Enter` holds a
-        // reference to it until `PyContext_Exit`.
+        // The callback may cancel its own handle, which drops the callback and its
+        // arguments, hence the clones (dropped as `Bound`s: no check of who holds the
+        // GIL); the context is only borrowed: `PyContext_Enter` holds a reference to it
+        // until `PyContext_Exit`.
         let (cb, args, ctx) = {
             let slots = h.slots.try_ref()?;
             match (&slots.callback, &slots.args, &slots.context) {
-                (Some(c), Some(a), Some(x)) => (c.bind(py).clone(), a.bind(py).clone(), x.as_ptr()),
+                (Some(c), Some(a), Some(x)) => (c.bind(py).clone(), a.clone_ref(py), x.as_ptr()),
                 _ => return Ok(()), // cancelled meanwhile (or emptied: nothing to run)
             }
         };
-        if unsafe { ffi::PyContext_Enter(ctx) } != 0 {
-            let err = PyErr::fetch(py);
-            return Handle::report(slf, cb.unbind(), args.unbind(), err);
-        }
-        let result = cb.call1(&args);
-        unsafe { ffi::PyContext_Exit(ctx) };
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => Handle::report(slf, cb.unbind(), args.unbind(), err),
-        }
+        let result = if unsafe { ffi::PyContext_Enter(ctx) } != 0 {
+            Err(PyErr::fetch(py))
+        } else {
+            let result = unsafe { args.call(py, cb.as_ptr()) };
+            unsafe { ffi::PyContext_Exit(ctx) };
+            match result.is_null() {
+                false => {
+                    unsafe { ffi::Py_DECREF(result) };
+                    Ok(())
+                }
+                true => Err(PyErr::fetch(py)),
+            }
+        };
+        let outcome = match result {
+            Ok(()) => Ok(()),
+            Err(err) => Handle::report(slf, &cb, &args, err),
+        };
+        args.release(py);
+        outcome
     }
 
     fn report(
         slf: &Bound<'_, Handle>,
-        cb: PyObject,
-        args: Py<PyTuple>,
+        cb: &Bound<'_, PyAny>,
+        args: &Args,
         err: PyErr,
     ) -> PyResult<()> {
         let py = slf.py();
         if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
             return Err(err);
         }
+        let args = args.tuple(py)?;
         let debug = slf.get().loop_debug();
         let source = helpers::get(py)?
             .format_callback_source
@@ -326,13 +463,16 @@ impl Handle {
             info.insert(pos, format!("when={when}"));
         }
         let cb_args = {
-            let slots = h.slots.try_ref()?;
-            let args = slots.args.as_ref().map(|a| a.clone_ref(py));
+            let mut slots = h.slots.try_mut()?;
+            let args = match slots.args.as_mut() {
+                Some(a) => Some(a.as_tuple(py)?),
+                None => None,
+            };
             slots.callback.as_ref().map(|c| (c.clone_ref(py), args))
         };
         if let Some((cb, args)) = cb_args {
             let args: PyObject = match args {
-                Some(a) => a.into_any(),
+                Some(a) => a.into_any().unbind(),
                 None => py.None(),
             };
             let debug = h.loop_debug();
@@ -388,8 +528,8 @@ impl Handle {
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> PyResult<PyObject> {
-        Ok(match self.slots.try_ref()?.args.as_ref() {
-            Some(a) => a.clone_ref(py).into_any(),
+        Ok(match self.slots.try_mut()?.args.as_mut() {
+            Some(a) => a.as_tuple(py)?.into_any().unbind(),
             None => py.None(),
         })
     }
@@ -419,7 +559,9 @@ impl Handle {
             return Ok(());
         };
         visit_slot(&visit, &slots.callback)?;
-        visit_slot(&visit, &slots.args)?;
+        if let Some(args) = &slots.args {
+            args.visit(&visit)?;
+        }
         visit_slot(&visit, &slots.source_traceback)?;
         visit_slot(&visit, &slots.context)?;
         visit_slot(&visit, &slots.loop_)
