@@ -863,7 +863,10 @@ impl LoopCore {
             handles::release(handle.as_any());
             return Ok(());
         }
-        let held = handle.get().take_for_reuse()?;
+        if !handle.get().empty_for_reuse(py) {
+            handles::release(handle.as_any());
+            return Ok(());
+        }
         if timer {
             let mut free = self.free_timers.try_mut()?;
             if free.len() < FREE_HANDLES {
@@ -876,7 +879,6 @@ impl LoopCore {
                 free.push(handle.unbind());
             }
         }
-        held.release(py);
         Ok(())
     }
 

@@ -171,7 +171,7 @@ unsafe fn vectorcall(
 }
 
 /// The objects a handle holds. All empty only while the handle waits in its loop's free
-/// list (see `Handle::take_for_reuse`); a cancelled handle has no callback or arguments.
+/// list (see `Handle::empty_for_reuse`); a cancelled handle has no callback or arguments.
 #[derive(Default)]
 pub struct Slots {
     callback: Option<PyObject>,
@@ -214,6 +214,15 @@ impl Slots {
     /// Drop everything now, with the GIL held (as any drop of `Slots`: see its `Drop`).
     pub fn release(self, _py: Python<'_>) {
         drop(self);
+    }
+
+    /// Whether it holds nothing (a handle in its loop's free list).
+    fn is_empty(&self) -> bool {
+        self.callback.is_none()
+            && self.args.is_none()
+            && self.context.is_none()
+            && self.loop_.is_none()
+            && self.source_traceback.is_none()
     }
 }
 
@@ -276,24 +285,54 @@ impl Handle {
         }
     }
 
-    /// Give a handle emptied by `take_for_reuse` new `slots` to run.
+    /// Give a handle emptied by `empty_for_reuse` new `slots` to run.
     pub fn refill(&self, py: Python<'_>, slots: Slots) -> PyResult<()> {
         let old = std::mem::replace(&mut *self.slots.try_mut()?, slots);
-        old.release(py); // empty unless the caller broke the contract
+        if old.is_empty() {
+            std::mem::forget(old); // nothing to drop
+        } else {
+            old.release(py); // only if the caller broke the contract
+        }
         self.cancelled.store(false, Ordering::Relaxed);
         self.queued_at.store(0, Ordering::Relaxed);
         Ok(())
     }
 
     /// Empty a handle that ran and that nothing but the loop can reach, so the loop can
-    /// reuse it; what it held comes back, to be dropped once no state is borrowed (a
-    /// `__del__` may re-enter the loop).
-    pub fn take_for_reuse(&self) -> PyResult<Slots> {
-        let held = std::mem::take(&mut *self.slots.try_mut()?);
-        if self.repr.try_ref()?.is_some() {
-            *self.repr.try_mut()? = None;
+    /// reuse it: what it held is dropped once its state is no longer borrowed (a
+    /// `__del__` may re-enter the loop). False (and nothing done) if its state is busy.
+    pub fn empty_for_reuse(&self, py: Python<'_>) -> bool {
+        let Ok(mut slots) = self.slots.try_mut() else {
+            return false;
+        };
+        let callback = slots.callback.take();
+        let args = slots.args.take();
+        let context = slots.context.take();
+        let loop_ = slots.loop_.take();
+        let source_traceback = slots.source_traceback.take();
+        drop(slots);
+        if let Ok(mut repr) = self.repr.try_mut() {
+            if repr.is_some() {
+                *repr = None;
+            }
         }
-        Ok(held)
+        // Dropped as `Bound`s: no check of who holds the GIL (see `Slots`'s `Drop`).
+        if let Some(callback) = callback {
+            drop(callback.into_bound(py));
+        }
+        if let Some(args) = args {
+            args.release(py);
+        }
+        if let Some(context) = context {
+            drop(context.into_bound(py));
+        }
+        if let Some(loop_) = loop_ {
+            drop(loop_.into_bound(py));
+        }
+        if let Some(trace) = source_traceback {
+            drop(trace.into_bound(py));
+        }
+        true
     }
 
     /// The loop this handle belongs to.
@@ -392,23 +431,27 @@ impl Handle {
                 _ => return Ok(()), // cancelled meanwhile (or emptied: nothing to run)
             }
         };
-        let result = if unsafe { ffi::PyContext_Enter(ctx) } != 0 {
-            Err(PyErr::fetch(py))
-        } else {
-            let result = unsafe { args.call(py, cb.as_ptr()) };
-            unsafe { ffi::PyContext_Exit(ctx) };
-            match result.is_null() {
-                false => {
-                    unsafe { ffi::Py_DECREF(result) };
-                    Ok(())
+        unsafe {
+            if ffi::PyContext_Enter(ctx) == 0 {
+                let result = args.call(py, cb.as_ptr());
+                ffi::PyContext_Exit(ctx);
+                if !result.is_null() {
+                    ffi::Py_DECREF(result);
+                    args.release(py);
+                    return Ok(());
                 }
-                true => Err(PyErr::fetch(py)),
             }
-        };
-        let outcome = match result {
-            Ok(()) => Ok(()),
-            Err(err) => Handle::report(slf, &cb, &args, err),
-        };
+        }
+        Handle::run_failed(slf, cb, args)
+    }
+
+    /// `run`'s callback (or entering its context) failed: report the exception set.
+    #[cold]
+    #[inline(never)]
+    fn run_failed(slf: &Bound<'_, Handle>, cb: Bound<'_, PyAny>, args: Args) -> PyResult<()> {
+        let py = slf.py();
+        let err = PyErr::fetch(py);
+        let outcome = Handle::report(slf, &cb, &args, err);
         args.release(py);
         outcome
     }
@@ -598,7 +641,7 @@ impl TimerHandle {
         f64::from_bits(self.when.load(Ordering::Relaxed))
     }
 
-    /// Give a timer emptied by `Handle::take_for_reuse` new slots and a new deadline.
+    /// Give a timer emptied by `Handle::empty_for_reuse` new slots and a new deadline.
     pub fn refill(slf: &Bound<'_, TimerHandle>, slots: Slots, when: f64) -> PyResult<()> {
         slf.as_super().get().refill(slf.py(), slots)?;
         let timer = slf.get();
