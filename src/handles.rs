@@ -27,14 +27,50 @@ pub fn untrack(obj: &Bound<'_, PyAny>) {
     unsafe { ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) }
 }
 
-/// The loop lets go of a handle it untracked: re-track it if it outlives the loop's hold.
+/// The loop lets go of a handle it untracked: re-track it if it outlives the loop's hold
+/// (and the context it copied for it, see `own_context`).
 pub fn release(obj: &Bound<'_, PyAny>) {
     let p = obj.as_ptr();
     unsafe {
         if ffi::PyObject_GC_IsTracked(p) == 0 && ffi::Py_REFCNT(p) > 1 {
             ffi::PyObject_GC_Track(p.cast());
+            if let Ok(handle) = obj.downcast::<Handle>() {
+                if let Some(slots) = handle.get().slots.peek() {
+                    if let Some(context) = &slots.context {
+                        track(context.as_ptr());
+                    }
+                }
+            }
         }
     }
+}
+
+/// Track `obj` (a GC object) if it is not tracked.
+fn track(obj: *mut ffi::PyObject) {
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj) == 0 {
+            ffi::PyObject_GC_Track(obj.cast());
+        }
+    }
+}
+
+/// A handle's own copy of the current context (made when no context was given) is
+/// untracked like the handle: nothing but the handle refers to it (Python code cannot
+/// reach the current context object itself, only copies of it), so the cycle collector
+/// need not look at it while the loop holds the handle. It is tracked again before it can
+/// be reached or freed: when the handle hands it out (`get_context`), when the loop lets go
+/// of a handle someone else holds (`release`), and before the handle drops it (a context
+/// must be tracked when it is freed).
+fn own_context(py: Python<'_>) -> PyResult<PyObject> {
+    let context = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? };
+    unsafe { ffi::PyObject_GC_UnTrack(context.as_ptr().cast()) };
+    Ok(context.unbind())
+}
+
+/// Drop a handle's context (see `own_context`).
+fn drop_context(py: Python<'_>, context: PyObject) {
+    track(context.as_ptr());
+    drop(context.into_bound(py));
 }
 
 /// Visit what a slot holds, if anything.
@@ -192,15 +228,14 @@ impl Slots {
         loop_: Py<LoopCore>,
         trace_depth: Option<u32>,
     ) -> PyResult<Slots> {
-        let context = match context {
-            Some(c) if !c.is_none(py) => c,
-            _ => unsafe {
-                Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()
-            },
-        };
         let source_traceback = match trace_depth {
             Some(depth) => Some(helpers::get(py)?.extract_stack.call1(py, (depth,))?),
             None => None,
+        };
+        // Last: nothing may fail once the handle's own context exists (see `own_context`).
+        let context = match context {
+            Some(c) if !c.is_none(py) => c,
+            _ => own_context(py)?,
         };
         Ok(Slots {
             callback: Some(callback),
@@ -242,7 +277,9 @@ impl Drop for Slots {
         if let Some(args) = self.args.take() {
             args.release(py);
         }
-        now(py, &mut self.context);
+        if let Some(context) = self.context.take() {
+            drop_context(py, context);
+        }
         now(py, &mut self.loop_);
         now(py, &mut self.source_traceback);
     }
@@ -324,7 +361,7 @@ impl Handle {
             args.release(py);
         }
         if let Some(context) = context {
-            drop(context.into_bound(py));
+            drop_context(py, context);
         }
         if let Some(loop_) = loop_ {
             drop(loop_.into_bound(py));
@@ -367,9 +404,13 @@ impl Handle {
         })
     }
 
+    /// The context, handed out: tracked from now on (see `own_context`).
     fn context_of(&self, py: Python<'_>) -> PyResult<PyObject> {
         Ok(match self.slots.try_ref()?.context.as_ref() {
-            Some(c) => c.clone_ref(py),
+            Some(c) => {
+                track(c.as_ptr());
+                c.clone_ref(py)
+            }
             None => py.None(),
         })
     }

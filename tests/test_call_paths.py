@@ -6,6 +6,7 @@ argument without a tuple until asked (`_args` is then the same tuple every time)
 import asyncio
 import asyncio.futures
 import asyncio.tasks
+import contextvars
 import gc
 import weakref
 
@@ -232,3 +233,75 @@ def test_a_builtin_callback_that_raises_is_reported(any_loop):
     assert len(reports) == 1
     assert isinstance(reports[0]["exception"], ValueError)
     assert reports[0]["message"].startswith("Exception in callback int('not a number')")
+
+
+CTX_VAR = contextvars.ContextVar("call_paths_var", default=None)
+
+
+def test_a_handed_out_context_is_tracked_and_outlives_the_handle(any_loop):
+    contexts = []
+
+    def cb():
+        CTX_VAR.set("set inside")
+
+    for _ in range(3):
+        handle = any_loop.call_soon(cb)
+        contexts.append(handle.get_context())
+        assert gc.is_tracked(contexts[-1])
+        del handle
+    run_forever_once(any_loop)
+    # The handles were reused or freed; the contexts handed out are whole.
+    for _ in range(5):
+        any_loop.call_soon(lambda: None)
+    run_forever_once(any_loop)
+    gc.collect()
+    assert [ctx.run(CTX_VAR.get) for ctx in contexts] == ["set inside"] * 3
+
+
+def test_a_cycle_through_a_kept_handle_and_its_context_is_collected(any_loop):
+    class Box:
+        pass
+
+    holder = [Box()]
+
+    def cb():
+        CTX_VAR.set(holder[0])
+
+    holder[0].handle = any_loop.call_soon(cb)
+    run_forever_once(any_loop)
+    ref = weakref.ref(holder.pop())
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_cycle_through_a_context_handed_out_during_the_run_is_collected(any_loop):
+    class Box:
+        pass
+
+    holder = [Box()]
+
+    def cb():
+        holder[0].context = holder[0].handle.get_context()
+        CTX_VAR.set(holder[0])
+
+    holder[0].handle = any_loop.call_soon(cb)
+    run_forever_once(any_loop)
+    ref = weakref.ref(holder.pop())
+    gc.collect()
+    assert ref() is None
+
+
+def test_many_queued_callbacks_in_fresh_contexts_run_in_them(any_loop):
+    seen = []
+
+    def cb(i):
+        assert CTX_VAR.get() is None
+        CTX_VAR.set(i)
+        seen.append(CTX_VAR.get())
+
+    for i in range(3000):
+        any_loop.call_soon(cb, i)
+    gc.collect()
+    run_forever_once(any_loop)
+    gc.collect()
+    assert seen == list(range(3000))
