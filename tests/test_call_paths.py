@@ -258,30 +258,16 @@ def test_a_handed_out_context_is_tracked_and_outlives_the_handle(any_loop):
     assert [ctx.run(CTX_VAR.get) for ctx in contexts] == ["set inside"] * 3
 
 
-def test_a_cycle_through_a_kept_handle_and_its_context_is_collected(any_loop):
+@pytest.mark.parametrize("hand_out", [False, True])
+def test_a_cycle_through_a_kept_handle_and_its_context_is_collected(any_loop, hand_out):
     class Box:
         pass
 
     holder = [Box()]
 
     def cb():
-        CTX_VAR.set(holder[0])
-
-    holder[0].handle = any_loop.call_soon(cb)
-    run_forever_once(any_loop)
-    ref = weakref.ref(holder.pop())
-    gc.collect()
-    assert ref() is None
-
-
-def test_a_cycle_through_a_context_handed_out_during_the_run_is_collected(any_loop):
-    class Box:
-        pass
-
-    holder = [Box()]
-
-    def cb():
-        holder[0].context = holder[0].handle.get_context()
+        if hand_out:
+            holder[0].context = holder[0].handle.get_context()
         CTX_VAR.set(holder[0])
 
     holder[0].handle = any_loop.call_soon(cb)
