@@ -8,6 +8,7 @@ import asyncio.futures
 import asyncio.tasks
 import contextvars
 import gc
+import sys
 import weakref
 
 import pytest
@@ -121,10 +122,12 @@ def test_one_argument_shows_in_the_repr_and_the_error_report(any_loop):
         raise ValueError(arg)
 
     handle = any_loop.call_soon(fails, "the-arg")
-    assert "fails('the-arg')" in repr(handle)
+    # 3.13 shows a callback's arguments only in debug mode.
+    shown = "fails()" if sys.version_info >= (3, 13) else "fails('the-arg')"
+    assert shown in repr(handle)
     run_forever_once(any_loop)
     assert len(reports) == 1
-    assert "fails('the-arg')" in reports[0]["message"]
+    assert shown in reports[0]["message"]
     assert reports[0]["handle"] is handle
     assert isinstance(reports[0]["exception"], ValueError)
 
@@ -232,7 +235,8 @@ def test_a_builtin_callback_that_raises_is_reported(any_loop):
     run_forever_once(any_loop)
     assert len(reports) == 1
     assert isinstance(reports[0]["exception"], ValueError)
-    assert reports[0]["message"].startswith("Exception in callback int('not a number')")
+    shown = "int()" if sys.version_info >= (3, 13) else "int('not a number')"
+    assert reports[0]["message"].startswith(f"Exception in callback {shown}")
 
 
 CTX_VAR = contextvars.ContextVar("call_paths_var", default=None)
@@ -246,7 +250,7 @@ def test_a_handed_out_context_is_tracked_and_outlives_the_handle(any_loop):
 
     for _ in range(3):
         handle = any_loop.call_soon(cb)
-        contexts.append(handle.get_context())
+        contexts.append(handle._context)  # get_context() is 3.12+ on stock
         assert gc.is_tracked(contexts[-1])
         del handle
     run_forever_once(any_loop)
@@ -267,7 +271,7 @@ def test_a_cycle_through_a_kept_handle_and_its_context_is_collected(any_loop, ha
 
     def cb():
         if hand_out:
-            holder[0].context = holder[0].handle.get_context()
+            holder[0].context = holder[0].handle._context
         CTX_VAR.set(holder[0])
 
     holder[0].handle = any_loop.call_soon(cb)
