@@ -220,6 +220,7 @@ pub struct Slots {
 impl Slots {
     /// What a handle for `callback(*args)` holds; `context=None` copies the current
     /// context. `trace_depth`: in debug mode, how many caller frames to record.
+    #[inline(always)]
     pub fn new(
         py: Python<'_>,
         callback: PyObject,
@@ -323,6 +324,7 @@ impl Handle {
     }
 
     /// Give a handle emptied by `empty_for_reuse` new `slots` to run.
+    #[inline(always)]
     pub fn refill(&self, py: Python<'_>, slots: Slots) -> PyResult<()> {
         let old = std::mem::replace(&mut *self.slots.try_mut()?, slots);
         if old.is_empty() {
