@@ -561,6 +561,7 @@ impl LoopCore {
         )
     }
 
+    #[inline(always)]
     fn schedule_soon(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,

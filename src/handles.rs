@@ -460,6 +460,7 @@ impl Handle {
 
     /// Run the callback in its context. Only `SystemExit`/`KeyboardInterrupt` come back
     /// as `Err`; any other exception goes to the loop's exception handler.
+    #[inline(always)]
     pub fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
         let py = slf.py();
         let h = slf.get();
