@@ -212,6 +212,7 @@ impl ModuleAttr {
         })
     }
 
+    #[inline(always)]
     fn get<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let Some(dict) = &self.dict else {
             return self.module.bind(py).getattr(self.name.bind(py));
@@ -1985,6 +1986,7 @@ unsafe extern "C" fn create_future_fast(
 
 /// # Safety
 /// `slf` is a `LoopCore` (the method descriptor checked it); the GIL is held.
+#[inline(always)]
 unsafe fn create_future_impl(
     py: Python<'_>,
     slf: *mut ffi::PyObject,
