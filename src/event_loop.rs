@@ -545,6 +545,7 @@ impl LoopCore {
 
     /// What a new handle holds; in debug mode it records `depth` caller frames, the
     /// number the stock loop keeps for the same method (its frame limit less its own).
+    #[inline(always)]
     fn slots_for(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,

@@ -146,6 +146,7 @@ impl Args {
     ///
     /// # Safety
     /// The GIL is held; `callable` is a live object.
+    #[inline(always)]
     unsafe fn call(&self, py: Python<'_>, callable: *mut ffi::PyObject) -> *mut ffi::PyObject {
         unsafe {
             match self {
