@@ -61,6 +61,7 @@ fn track(obj: *mut ffi::PyObject) {
 /// be reached or freed: when the handle hands it out (`get_context`), when the loop lets go
 /// of a handle someone else holds (`release`), and before the handle drops it (a context
 /// must be tracked when it is freed).
+#[inline(always)]
 fn own_context(py: Python<'_>) -> PyResult<PyObject> {
     let context = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? };
     unsafe { ffi::PyObject_GC_UnTrack(context.as_ptr().cast()) };
@@ -341,6 +342,7 @@ impl Handle {
     /// Empty a handle that ran and that nothing but the loop can reach, so the loop can
     /// reuse it: what it held is dropped once its state is no longer borrowed (a
     /// `__del__` may re-enter the loop). False (and nothing done) if its state is busy.
+    #[inline(always)]
     pub fn empty_for_reuse(&self, py: Python<'_>) -> bool {
         let Ok(mut slots) = self.slots.try_mut() else {
             return false;
