@@ -354,8 +354,9 @@ impl Handle {
         let loop_ = slots.loop_.take();
         let source_traceback = slots.source_traceback.take();
         drop(slots);
-        if let Ok(mut repr) = self.repr.try_mut() {
-            if repr.is_some() {
+        // Only `cancel` keeps a repr (in debug mode).
+        if self.is_cancelled() {
+            if let Ok(mut repr) = self.repr.try_mut() {
                 *repr = None;
             }
         }
