@@ -24,7 +24,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
 use crate::errors;
-use crate::handles::{self, Handle, Slots, TimerHandle};
+use crate::handles::{self, Args, Handle, Slots, TimerHandle};
 use crate::helpers;
 use crate::poll::{
     DeadlineTimer, Poller, DEADLINE_TOKEN, HANGUP, READABLE, SIGNAL_TOKEN, WAKE_TOKEN, WRITABLE,
@@ -179,27 +179,86 @@ fn is_c_type(obj: &Bound<'_, PyAny>, c: &Option<PyObject>) -> bool {
     c.as_ref().is_some_and(|c| obj.is(c))
 }
 
-/// `module.<name>`: for a plain module, straight from its dict, where a module keeps its
-/// attributes (the module type has no attribute that a module's own would not shadow);
-/// anything else, or a miss (`__getattr__`, the error), through `getattr`.
-fn module_attr<'py>(
-    module: &Bound<'py, PyAny>,
-    name: &Bound<'py, pyo3::types::PyString>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = module.py();
-    unsafe {
-        if ffi::Py_TYPE(module.as_ptr()) == std::ptr::addr_of_mut!(ffi::PyModule_Type) {
-            let dict = ffi::PyModule_GetDict(module.as_ptr());
-            let item = ffi::PyDict_GetItemWithError(dict, name.as_ptr());
-            if !item.is_null() {
-                return Ok(Bound::from_borrowed_ptr(py, item));
-            }
-            if !ffi::PyErr_Occurred().is_null() {
-                return Err(PyErr::fetch(py));
+/// `module.<name>` as the stock code reads it on every call (`futures.Future`,
+/// `tasks.Task`), so that a replaced attribute is honoured at once, without a dict look-up
+/// per call. For a plain module the attribute lives in the module's dict (the module type
+/// has no attribute that a module's own would not shadow); the value found there is kept
+/// with the dict's version tag, which CPython renews on every change of the dict (PEP
+/// 509), so while the tag is the same the kept value is still what the dict holds. A miss
+/// (`__getattr__`, the error), or anything but a plain module, goes through `getattr`.
+struct ModuleAttr {
+    module: PyObject,
+    /// The module's dict (fixed for the module's life), if it is a plain module.
+    dict: Option<Py<PyDict>>,
+    name: Py<pyo3::types::PyString>,
+    /// The dict's version tag and the value it held then.
+    last: GilCell<Option<(u64, PyObject)>>,
+}
+
+impl ModuleAttr {
+    fn new(py: Python<'_>, module: &str, name: &str) -> PyResult<ModuleAttr> {
+        let module = py.import(module)?.into_any();
+        let plain =
+            unsafe { ffi::Py_TYPE(module.as_ptr()) == std::ptr::addr_of_mut!(ffi::PyModule_Type) };
+        let dict = match plain {
+            true => Some(module.downcast::<pyo3::types::PyModule>()?.dict().unbind()),
+            false => None,
+        };
+        Ok(ModuleAttr {
+            module: module.unbind(),
+            dict,
+            name: pyo3::types::PyString::intern(py, name).unbind(),
+            last: GilCell::new(None),
+        })
+    }
+
+    #[inline(always)]
+    fn get<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let Some(dict) = &self.dict else {
+            return self.module.bind(py).getattr(self.name.bind(py));
+        };
+        let version = dict_version(dict.bind(py));
+        if let Some((tag, value)) = self.last.try_ref()?.as_ref() {
+            if *tag == version {
+                return Ok(value.bind(py).clone());
             }
         }
+        let item = unsafe { ffi::PyDict_GetItemWithError(dict.as_ptr(), self.name.as_ptr()) };
+        if item.is_null() {
+            if let Some(err) = PyErr::take(py) {
+                return Err(err);
+            }
+            return self.module.bind(py).getattr(self.name.bind(py));
+        }
+        let value = unsafe { Bound::from_borrowed_ptr(py, item) };
+        let old = self
+            .last
+            .try_mut()?
+            .replace((version, value.clone().unbind()));
+        drop(old); // after the borrow
+        Ok(value)
     }
-    module.getattr(name)
+
+    /// Let go of the kept value (the collector's `tp_clear`); for the caller to drop.
+    fn forget(&self) -> Option<(u64, PyObject)> {
+        self.last.try_mut().ok().and_then(|mut l| l.take())
+    }
+
+    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.module)?;
+        if let Some(last) = self.last.peek() {
+            if let Some((_, value)) = last.as_ref() {
+                visit.call(value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A dict's version tag (PEP 509): changes whenever the dict does.
+#[allow(deprecated)] // the field stays in every version this crate builds for (3.10-3.13)
+fn dict_version(dict: &Bound<'_, PyDict>) -> u64 {
+    unsafe { (*dict.as_ptr().cast::<ffi::PyDictObject>()).ma_version_tag }
 }
 
 pub fn monotonic() -> f64 {
@@ -280,10 +339,10 @@ pub struct LoopCore {
     timer_type: usize,
     /// `loop.set_task_factory()`'s factory (`_task_factory`, as stock).
     task_factory: GilCell<Option<PyObject>>,
-    /// `asyncio.tasks` and `asyncio.futures`: `create_task`/`create_future` look up
-    /// `Task`/`Future` there on each call, as the stock methods do.
-    tasks_module: PyObject,
-    futures_module: PyObject,
+    /// `asyncio.tasks.Task` and `asyncio.futures.Future`, which `create_task` and
+    /// `create_future` look up on each call, as the stock methods do.
+    task_attr: ModuleAttr,
+    future_attr: ModuleAttr,
     /// `_asyncio.Future` and `_asyncio.Task`, the C types (if the module exists).
     c_future: Option<PyObject>,
     c_task: Option<PyObject>,
@@ -341,7 +400,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
     ) -> PyResult<()> {
         slf.get().check_closed()?;
-        Self::schedule_soon(slf, callback, args, None).map(drop)
+        Self::schedule_soon(slf, callback, args.into(), None).map(drop)
     }
 
     /// Watch `fd` for readability (or writability) with `callback()`, replacing any
@@ -354,8 +413,7 @@ impl LoopCore {
         writer: bool,
         drains: bool,
     ) -> PyResult<()> {
-        let empty = PyTuple::empty(slf.py());
-        let slots = Self::slots_for(slf, callback, empty, None, TRACE_DEPTH)?;
+        let slots = Self::slots_for(slf, callback, Args::Empty, None, TRACE_DEPTH)?;
         let handle = Py::new(slf.py(), Handle::with_slots(slots))?;
         Self::set_fd_watcher(slf, fd, Watcher::Call(handle), writer, drains)
     }
@@ -439,7 +497,7 @@ impl LoopCore {
     fn new_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
-        let future = module_attr(this.futures_module.bind(py), intern!(py, "Future"))?;
+        let future = this.future_attr.get(py)?;
         let kwargs = match is_c_type(&future, &this.c_future) {
             true => Self::call_kwargs(slf, |k| &k.future)?,
             false => None,
@@ -487,27 +545,29 @@ impl LoopCore {
 
     /// What a new handle holds; in debug mode it records `depth` caller frames, the
     /// number the stock loop keeps for the same method (its frame limit less its own).
+    #[inline(always)]
     fn slots_for(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
+        args: Args,
         context: Option<PyObject>,
         depth: u32,
     ) -> PyResult<Slots> {
         Slots::new(
             slf.py(),
             callback.clone().unbind(),
-            args.unbind(),
+            args,
             context,
             slf.clone().unbind(),
             slf.get().debug().then_some(depth),
         )
     }
 
+    #[inline(always)]
     fn schedule_soon(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
+        args: Args,
         context: Option<PyObject>,
     ) -> PyResult<Py<Handle>> {
         let this = slf.get();
@@ -541,7 +601,7 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         when: f64,
         callback: &Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
+        args: Args,
         context: Option<PyObject>,
         depth: u32,
     ) -> PyResult<Py<TimerHandle>> {
@@ -806,7 +866,10 @@ impl LoopCore {
             handles::release(handle.as_any());
             return Ok(());
         }
-        let held = handle.get().take_for_reuse()?;
+        if !handle.get().empty_for_reuse(py) {
+            handles::release(handle.as_any());
+            return Ok(());
+        }
         if timer {
             let mut free = self.free_timers.try_mut()?;
             if free.len() < FREE_HANDLES {
@@ -819,7 +882,6 @@ impl LoopCore {
                 free.push(handle.unbind());
             }
         }
-        held.release(py);
         Ok(())
     }
 
@@ -919,7 +981,13 @@ impl LoopCore {
         slf.get().check_closed()?;
         let handle = Py::new(
             slf.py(),
-            Handle::with_slots(Self::slots_for(slf, callback, args, None, TRACE_DEPTH)?),
+            Handle::with_slots(Self::slots_for(
+                slf,
+                callback,
+                args.into(),
+                None,
+                TRACE_DEPTH,
+            )?),
         )?;
         let result = handle.clone_ref(slf.py());
         Self::set_fd_watcher(slf, fd, Watcher::Call(handle), writer, false)?;
@@ -1017,6 +1085,45 @@ impl LoopCore {
     }
 }
 
+impl LoopCore {
+    /// `call_later(delay, ...)` (`relative`) or `call_at(when, ...)`.
+    fn call_timer(
+        slf: &Bound<'_, Self>,
+        time: &Bound<'_, PyAny>,
+        callback: &Bound<'_, PyAny>,
+        args: Args,
+        context: Option<PyObject>,
+        relative: bool,
+    ) -> PyResult<Py<TimerHandle>> {
+        let (when, depth) = if relative {
+            if time.is_none() {
+                return Err(PyTypeError::new_err("delay must not be None"));
+            }
+            let now = monotonic();
+            let when = match time.extract::<f64>() {
+                Ok(d) => now + d,
+                // Let Python raise its own error for `float + delay`.
+                Err(_) => PyFloat::new(slf.py(), now).add(time)?.extract::<f64>()?,
+            };
+            // Stock call_later hands over to call_at: one frame more.
+            (when, TRACE_DEPTH - 1)
+        } else {
+            if time.is_none() {
+                return Err(PyTypeError::new_err("when cannot be None"));
+            }
+            (time.extract::<f64>()?, TRACE_DEPTH)
+        };
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug() {
+            this.check_thread()?;
+            // call_later's messages carry call_at's name too.
+            this.check_callback(slf.py(), callback, "call_at")?;
+        }
+        Self::schedule_at(slf, when, callback, args, context, depth)
+    }
+}
+
 #[pymethods]
 impl LoopCore {
     #[new]
@@ -1065,8 +1172,8 @@ impl LoopCore {
             handle_type: py.get_type::<Handle>().as_type_ptr() as usize,
             timer_type: py.get_type::<TimerHandle>().as_type_ptr() as usize,
             task_factory: GilCell::new(None),
-            tasks_module: py.import("asyncio.tasks")?.into_any().unbind(),
-            futures_module: py.import("asyncio.futures")?.into_any().unbind(),
+            task_attr: ModuleAttr::new(py, "asyncio.tasks", "Task")?,
+            future_attr: ModuleAttr::new(py, "asyncio.futures", "Future")?,
             c_future: c_type(py, "Future"),
             c_task: c_type(py, "Task"),
             call_kwargs: GilCell::new(None),
@@ -1099,7 +1206,7 @@ impl LoopCore {
             Some(f) => f.bind(py).clone(),
             None => {
                 let name = name.filter(|n| !n.is_none());
-                let task = module_attr(this.tasks_module.bind(py), intern!(py, "Task"))?;
+                let task = this.task_attr.get(py)?;
                 if name.is_none() && context.is_none() && is_c_type(&task, &this.c_task) {
                     if let Some(kwargs) = Self::call_kwargs(slf, |k| &k.task)? {
                         return task.call((coro,), Some(&kwargs));
@@ -1126,7 +1233,8 @@ impl LoopCore {
             if this.py313 {
                 task.call_method1(intern!(py, "set_name"), (name,))?;
             } else {
-                let set_name = this.tasks_module.bind(py).getattr("_set_task_name")?;
+                let tasks = this.task_attr.module.bind(py);
+                let set_name = tasks.getattr("_set_task_name")?;
                 set_name.call1((&task, name))?;
             }
         }
@@ -1162,7 +1270,7 @@ impl LoopCore {
             this.check_thread()?;
             this.check_callback(slf.py(), callback, "call_soon")?;
         }
-        Self::schedule_soon(slf, callback, args, context)
+        Self::schedule_soon(slf, callback, args.into(), context)
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
@@ -1177,7 +1285,7 @@ impl LoopCore {
         if this.debug() {
             this.check_callback(slf.py(), callback, "call_soon_threadsafe")?;
         }
-        let handle = Self::schedule_soon(slf, callback, args, context)?;
+        let handle = Self::schedule_soon(slf, callback, args.into(), context)?;
         if let Some(w) = this.waker.try_ref()?.as_ref() {
             let _ = w.wake();
         }
@@ -1192,23 +1300,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<PyObject>,
     ) -> PyResult<Py<TimerHandle>> {
-        if delay.is_none() {
-            return Err(PyTypeError::new_err("delay must not be None"));
-        }
-        let now = monotonic();
-        let when = match delay.extract::<f64>() {
-            Ok(d) => now + d,
-            // Let Python raise its own error for `float + delay`.
-            Err(_) => PyFloat::new(slf.py(), now).add(delay)?.extract::<f64>()?,
-        };
-        let this = slf.get();
-        this.check_closed()?;
-        if this.debug() {
-            this.check_thread()?;
-            // Stock call_later hands over to call_at, whose name its messages carry.
-            this.check_callback(slf.py(), callback, "call_at")?;
-        }
-        Self::schedule_at(slf, when, callback, args, context, TRACE_DEPTH - 1)
+        Self::call_timer(slf, delay, callback, args.into(), context, true)
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
@@ -1219,17 +1311,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<PyObject>,
     ) -> PyResult<Py<TimerHandle>> {
-        if when.is_none() {
-            return Err(PyTypeError::new_err("when cannot be None"));
-        }
-        let when = when.extract::<f64>()?;
-        let this = slf.get();
-        this.check_closed()?;
-        if this.debug() {
-            this.check_thread()?;
-            this.check_callback(slf.py(), callback, "call_at")?;
-        }
-        Self::schedule_at(slf, when, callback, args, context, TRACE_DEPTH)
+        Self::call_timer(slf, when, callback, args.into(), context, false)
     }
 
     // get_debug: see install_fast_paths.
@@ -1531,7 +1613,7 @@ impl LoopCore {
             Handle::with_slots(Self::slots_for(
                 slf,
                 callback,
-                args,
+                args.into(),
                 None,
                 TRACE_DEPTH + 1 + PY_GLUE_FRAMES,
             )?),
@@ -1598,8 +1680,8 @@ impl LoopCore {
                 visit.call(f)?;
             }
         }
-        visit.call(&self.tasks_module)?;
-        visit.call(&self.futures_module)?;
+        self.task_attr.traverse(&visit)?;
+        self.future_attr.traverse(&visit)?;
         if let Some(k) = self.call_kwargs.peek() {
             if let Some(k) = k.as_ref() {
                 visit.call(&k.future)?;
@@ -1636,6 +1718,7 @@ impl LoopCore {
         };
         let factory = self.task_factory.try_mut().ok().and_then(|mut f| f.take());
         let kwargs = self.call_kwargs.try_mut().ok().and_then(|mut k| k.take());
+        let looked_up = (self.task_attr.forget(), self.future_attr.forget());
         if let Ok(w) = self.watchdog.try_ref() {
             if let Some(w) = w.as_ref() {
                 self.watching.store(false, Ordering::Relaxed);
@@ -1659,6 +1742,7 @@ impl LoopCore {
             free_timers,
             factory,
             kwargs,
+            looked_up,
         ));
     }
 }
@@ -1904,6 +1988,7 @@ unsafe extern "C" fn create_future_fast(
 
 /// # Safety
 /// `slf` is a `LoopCore` (the method descriptor checked it); the GIL is held.
+#[inline(always)]
 unsafe fn create_future_impl(
     py: Python<'_>,
     slf: *mut ffi::PyObject,
@@ -1948,7 +2033,7 @@ scheduling_entry!(
     CALL_LATER_GENERIC,
     1,
     |lp, delay, callback, rest, context| {
-        LoopCore::call_later(lp, delay, callback, rest, context).map(Py::into_ptr)
+        LoopCore::call_timer(lp, delay, callback, rest, context, true).map(Py::into_ptr)
     }
 );
 
@@ -1957,7 +2042,7 @@ scheduling_entry!(
     CALL_AT_GENERIC,
     1,
     |lp, when, callback, rest, context| {
-        LoopCore::call_at(lp, when, callback, rest, context).map(Py::into_ptr)
+        LoopCore::call_timer(lp, when, callback, rest, context, false).map(Py::into_ptr)
     }
 );
 
@@ -1991,7 +2076,7 @@ impl FastCall {
             &Bound<'py, LoopCore>,
             &Bound<'py, PyAny>,
             &Bound<'py, PyAny>,
-            Bound<'py, PyTuple>,
+            Args,
             Option<PyObject>,
         ) -> PyResult<*mut ffi::PyObject>,
     ) -> *mut ffi::PyObject {
@@ -2022,7 +2107,7 @@ impl FastCall {
                 let lp = bound_ref(py, &slf).downcast_unchecked::<LoopCore>();
                 let first = bound_ref(py, &*args);
                 let callback = bound_ref(py, &*args.offset(lead));
-                let rest = tuple_of(py, args.offset(lead + 1), nargs - lead - 1)?;
+                let rest = args_of(py, args.offset(lead + 1), nargs - lead - 1)?;
                 let context = context.map(|c| Bound::from_borrowed_ptr(py, c).unbind());
                 schedule(lp, first, callback, rest, context)
             })
@@ -2061,23 +2146,34 @@ unsafe extern "C" fn create_task_fast(
     }
 }
 
-/// A tuple of `n` arguments (new references to them).
+/// `n` arguments for a handle (new references to them).
 ///
 /// # Safety
 /// `args` points to `n` valid object pointers; the GIL is held.
 #[inline(always)]
-unsafe fn tuple_of<'py>(
-    py: Python<'py>,
+unsafe fn args_of(
+    py: Python<'_>,
     args: *const *mut ffi::PyObject,
     n: ffi::Py_ssize_t,
-) -> PyResult<Bound<'py, PyTuple>> {
+) -> PyResult<Args> {
+    match n {
+        0 => return Ok(Args::Empty),
+        1 => {
+            return Ok(Args::One(
+                unsafe { Bound::from_borrowed_ptr(py, *args) }.unbind(),
+            ))
+        }
+        _ => {}
+    }
     unsafe {
         let tuple = Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(n))?;
         for i in 0..n {
             let item = *args.offset(i);
             ffi::PyTuple_SET_ITEM(tuple.as_ptr(), i, ffi::Py_NewRef(item));
         }
-        Ok(tuple.downcast_into_unchecked())
+        Ok(Args::Tuple(
+            tuple.downcast_into_unchecked::<PyTuple>().unbind(),
+        ))
     }
 }
 

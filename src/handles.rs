@@ -27,14 +27,51 @@ pub fn untrack(obj: &Bound<'_, PyAny>) {
     unsafe { ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) }
 }
 
-/// The loop lets go of a handle it untracked: re-track it if it outlives the loop's hold.
+/// The loop lets go of a handle it untracked: re-track it if it outlives the loop's hold
+/// (and the context it copied for it, see `own_context`).
 pub fn release(obj: &Bound<'_, PyAny>) {
     let p = obj.as_ptr();
     unsafe {
         if ffi::PyObject_GC_IsTracked(p) == 0 && ffi::Py_REFCNT(p) > 1 {
             ffi::PyObject_GC_Track(p.cast());
+            if let Ok(handle) = obj.downcast::<Handle>() {
+                if let Some(slots) = handle.get().slots.peek() {
+                    if let Some(context) = &slots.context {
+                        track(context.as_ptr());
+                    }
+                }
+            }
         }
     }
+}
+
+/// Track `obj` (a GC object) if it is not tracked.
+fn track(obj: *mut ffi::PyObject) {
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj) == 0 {
+            ffi::PyObject_GC_Track(obj.cast());
+        }
+    }
+}
+
+/// A handle's own copy of the current context (made when no context was given) is
+/// untracked like the handle: nothing but the handle refers to it (Python code cannot
+/// reach the current context object itself, only copies of it), so the cycle collector
+/// need not look at it while the loop holds the handle. It is tracked again before it can
+/// be reached or freed: when the handle hands it out (`get_context`), when the loop lets go
+/// of a handle someone else holds (`release`), and before the handle drops it (a context
+/// must be tracked when it is freed).
+#[inline(always)]
+fn own_context(py: Python<'_>) -> PyResult<PyObject> {
+    let context = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? };
+    unsafe { ffi::PyObject_GC_UnTrack(context.as_ptr().cast()) };
+    Ok(context.unbind())
+}
+
+/// Drop a handle's context (see `own_context`).
+fn drop_context(py: Python<'_>, context: PyObject) {
+    track(context.as_ptr());
+    drop(context.into_bound(py));
 }
 
 /// Visit what a slot holds, if anything.
@@ -45,12 +82,138 @@ fn visit_slot<T>(visit: &PyVisit<'_>, slot: &Option<Py<T>>) -> Result<(), PyTrav
     }
 }
 
+/// A handle's positional arguments. Most callbacks take none or one (a future's done
+/// callbacks get the future), which a handle keeps without a tuple: the tuple is made
+/// only when something asks for it (`_args`, a report) and then kept, so that `_args`
+/// stays the same object, as stock's attribute is.
+pub enum Args {
+    /// `()` (the empty tuple is a singleton, so nothing to keep).
+    Empty,
+    One(PyObject),
+    Tuple(Py<PyTuple>),
+}
+
+impl From<Bound<'_, PyTuple>> for Args {
+    fn from(args: Bound<'_, PyTuple>) -> Args {
+        Args::Tuple(args.unbind())
+    }
+}
+
+impl Args {
+    /// The arguments as a tuple (a new reference).
+    pub fn tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        match self {
+            Args::Empty => Ok(PyTuple::empty(py)),
+            Args::One(arg) => PyTuple::new(py, [arg]),
+            Args::Tuple(t) => Ok(t.bind(py).clone()),
+        }
+    }
+
+    /// The arguments as a tuple, kept in place of what was here (see `Args`).
+    fn as_tuple<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let tuple = self.tuple(py)?;
+        if let Args::One(_) = self {
+            *self = Args::Tuple(tuple.clone().unbind());
+        }
+        Ok(tuple)
+    }
+
+    fn clone_ref(&self, py: Python<'_>) -> Args {
+        match self {
+            Args::Empty => Args::Empty,
+            Args::One(arg) => Args::One(arg.clone_ref(py)),
+            Args::Tuple(t) => Args::Tuple(t.clone_ref(py)),
+        }
+    }
+
+    /// Drop the arguments now, with the GIL held (see `Slots`'s `Drop`).
+    fn release(self, py: Python<'_>) {
+        match self {
+            Args::Empty => {}
+            Args::One(arg) => drop(arg.into_bound(py)),
+            Args::Tuple(t) => drop(t.into_bound(py)),
+        }
+    }
+
+    fn visit(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Args::Empty => Ok(()),
+            Args::One(arg) => visit.call(arg),
+            Args::Tuple(t) => visit.call(t),
+        }
+    }
+
+    /// `callable(*args)`: its result, or NULL with the exception set.
+    ///
+    /// # Safety
+    /// The GIL is held; `callable` is a live object.
+    #[inline(always)]
+    unsafe fn call(&self, py: Python<'_>, callable: *mut ffi::PyObject) -> *mut ffi::PyObject {
+        unsafe {
+            match self {
+                Args::Empty => vectorcall(py, callable, std::ptr::null(), 0),
+                // A free slot before the argument: a bound method may put `self` there.
+                Args::One(arg) => {
+                    let slots = [std::ptr::null_mut(), arg.as_ptr()];
+                    let nargsf = 1 | ffi::PY_VECTORCALL_ARGUMENTS_OFFSET;
+                    vectorcall(py, callable, slots.as_ptr().add(1), nargsf)
+                }
+                Args::Tuple(t) => {
+                    let n = ffi::PyTuple_GET_SIZE(t.as_ptr());
+                    let items =
+                        std::ptr::addr_of!((*t.as_ptr().cast::<ffi::PyTupleObject>()).ob_item);
+                    vectorcall(py, callable, items.cast(), n as usize)
+                }
+            }
+        }
+    }
+}
+
+/// `PyObject_Vectorcall(callable, args, nargsf, NULL)`: the callable's own vectorcall
+/// function called directly (what `PyObject_Vectorcall` does after looking up the
+/// thread state, which only its result check needs; here that check's thread-state look-up
+/// comes only when an exception is set), or `PyObject_Vectorcall` itself for a callable
+/// without one.
+///
+/// # Safety
+/// The GIL is held; `args` holds `nargsf`'s arguments.
+#[inline(always)]
+unsafe fn vectorcall(
+    _py: Python<'_>,
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+) -> *mut ffi::PyObject {
+    unsafe {
+        let tp = ffi::Py_TYPE(callable);
+        if ffi::PyType_HasFeature(tp, ffi::Py_TPFLAGS_HAVE_VECTORCALL) != 0 {
+            let slot = callable.cast::<u8>().offset((*tp).tp_vectorcall_offset);
+            if let Some(func) = *slot.cast::<Option<ffi::vectorcallfunc>>() {
+                let result = func(callable, args, nargsf, std::ptr::null_mut());
+                if result.is_null() || !ffi::PyErr_Occurred().is_null() {
+                    // A NULL without an exception, or a result with one: CPython's own
+                    // check makes the SystemError it makes for any call.
+                    let tstate = ffi::PyThreadState_Get();
+                    return ffi::_Py_CheckFunctionResult(
+                        tstate,
+                        callable,
+                        result,
+                        std::ptr::null(),
+                    );
+                }
+                return result;
+            }
+        }
+        ffi::PyObject_Vectorcall(callable, args, nargsf, std::ptr::null_mut())
+    }
+}
+
 /// The objects a handle holds. All empty only while the handle waits in its loop's free
-/// list (see `Handle::take_for_reuse`); a cancelled handle has no callback or arguments.
+/// list (see `Handle::empty_for_reuse`); a cancelled handle has no callback or arguments.
 #[derive(Default)]
 pub struct Slots {
     callback: Option<PyObject>,
-    args: Option<Py<PyTuple>>,
+    args: Option<Args>,
     context: Option<PyObject>,
     loop_: Option<Py<LoopCore>>,
     source_traceback: Option<PyObject>,
@@ -59,23 +222,23 @@ pub struct Slots {
 impl Slots {
     /// What a handle for `callback(*args)` holds; `context=None` copies the current
     /// context. `trace_depth`: in debug mode, how many caller frames to record.
+    #[inline(always)]
     pub fn new(
         py: Python<'_>,
         callback: PyObject,
-        args: Py<PyTuple>,
+        args: Args,
         context: Option<PyObject>,
         loop_: Py<LoopCore>,
         trace_depth: Option<u32>,
     ) -> PyResult<Slots> {
-        let context = match context {
-            Some(c) if !c.is_none(py) => c,
-            _ => unsafe {
-                Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()
-            },
-        };
         let source_traceback = match trace_depth {
             Some(depth) => Some(helpers::get(py)?.extract_stack.call1(py, (depth,))?),
             None => None,
+        };
+        // Last: nothing may fail once the handle's own context exists (see `own_context`).
+        let context = match context {
+            Some(c) if !c.is_none(py) => c,
+            _ => own_context(py)?,
         };
         Ok(Slots {
             callback: Some(callback),
@@ -89,6 +252,15 @@ impl Slots {
     /// Drop everything now, with the GIL held (as any drop of `Slots`: see its `Drop`).
     pub fn release(self, _py: Python<'_>) {
         drop(self);
+    }
+
+    /// Whether it holds nothing (a handle in its loop's free list).
+    fn is_empty(&self) -> bool {
+        self.callback.is_none()
+            && self.args.is_none()
+            && self.context.is_none()
+            && self.loop_.is_none()
+            && self.source_traceback.is_none()
     }
 }
 
@@ -105,8 +277,12 @@ impl Drop for Slots {
         // SAFETY: see above.
         let py = unsafe { Python::assume_gil_acquired() };
         now(py, &mut self.callback);
-        now(py, &mut self.args);
-        now(py, &mut self.context);
+        if let Some(args) = self.args.take() {
+            args.release(py);
+        }
+        if let Some(context) = self.context.take() {
+            drop_context(py, context);
+        }
         now(py, &mut self.loop_);
         now(py, &mut self.source_traceback);
     }
@@ -149,24 +325,58 @@ impl Handle {
         }
     }
 
-    /// Give a handle emptied by `take_for_reuse` new `slots` to run.
-    pub fn refill(&self, py: Python<'_>, slots: Slots) -> PyResult<()> {
-        let old = std::mem::replace(&mut *self.slots.try_mut()?, slots);
-        old.release(py); // empty unless the caller broke the contract
+    /// Give a handle emptied by `empty_for_reuse` new `slots` to run.
+    #[inline(always)]
+    pub fn refill(&self, _py: Python<'_>, slots: Slots) -> PyResult<()> {
+        let mut held = self.slots.try_mut()?;
+        // It holds nothing (emptied by `empty_for_reuse`, then out of everyone's reach in
+        // the loop's free list), so there is nothing to drop or even to look at.
+        debug_assert!(held.is_empty());
+        // SAFETY: writes over a valid `Slots` that owns nothing.
+        unsafe { std::ptr::write(&mut *held, slots) };
+        drop(held);
         self.cancelled.store(false, Ordering::Relaxed);
         self.queued_at.store(0, Ordering::Relaxed);
         Ok(())
     }
 
     /// Empty a handle that ran and that nothing but the loop can reach, so the loop can
-    /// reuse it; what it held comes back, to be dropped once no state is borrowed (a
-    /// `__del__` may re-enter the loop).
-    pub fn take_for_reuse(&self) -> PyResult<Slots> {
-        let held = std::mem::take(&mut *self.slots.try_mut()?);
-        if self.repr.try_ref()?.is_some() {
-            *self.repr.try_mut()? = None;
+    /// reuse it: what it held is dropped once its state is no longer borrowed (a
+    /// `__del__` may re-enter the loop). False (and nothing done) if its state is busy.
+    #[inline(always)]
+    pub fn empty_for_reuse(&self, py: Python<'_>) -> bool {
+        let Ok(mut slots) = self.slots.try_mut() else {
+            return false;
+        };
+        let callback = slots.callback.take();
+        let args = slots.args.take();
+        let context = slots.context.take();
+        let loop_ = slots.loop_.take();
+        let source_traceback = slots.source_traceback.take();
+        drop(slots);
+        // Only `cancel` keeps a repr (in debug mode).
+        if self.is_cancelled() {
+            if let Ok(mut repr) = self.repr.try_mut() {
+                *repr = None;
+            }
         }
-        Ok(held)
+        // Dropped as `Bound`s: no check of who holds the GIL (see `Slots`'s `Drop`).
+        if let Some(callback) = callback {
+            drop(callback.into_bound(py));
+        }
+        if let Some(args) = args {
+            args.release(py);
+        }
+        if let Some(context) = context {
+            drop_context(py, context);
+        }
+        if let Some(loop_) = loop_ {
+            drop(loop_.into_bound(py));
+        }
+        if let Some(trace) = source_traceback {
+            drop(trace.into_bound(py));
+        }
+        true
     }
 
     /// The loop this handle belongs to.
@@ -201,9 +411,13 @@ impl Handle {
         })
     }
 
+    /// The context, handed out: tracked from now on (see `own_context`).
     fn context_of(&self, py: Python<'_>) -> PyResult<PyObject> {
         Ok(match self.slots.try_ref()?.context.as_ref() {
-            Some(c) => c.clone_ref(py),
+            Some(c) => {
+                track(c.as_ptr());
+                c.clone_ref(py)
+            }
             None => py.None(),
         })
     }
@@ -251,42 +465,57 @@ impl Handle {
 
     /// Run the callback in its context. Only `SystemExit`/`KeyboardInterrupt` come back
     /// as `Err`; any other exception goes to the loop's exception handler.
+    #[inline(always)]
     pub fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
         let py = slf.py();
         let h = slf.get();
-        // Bound (not Py) clones: dropping them needs no check of who holds the GIL. The
-        // callback may cancel its own handle, which drops the callback and its arguments,
-        // hence the clones; the context is only borrowed: `PyContext_Enter` holds a
-        // reference to it until `PyContext_Exit`.
+        // The callback may cancel its own handle, which drops the callback and its
+        // arguments, hence the clones (dropped as `Bound`s: no check of who holds the
+        // GIL); the context is only borrowed: `PyContext_Enter` holds a reference to it
+        // until `PyContext_Exit`.
         let (cb, args, ctx) = {
             let slots = h.slots.try_ref()?;
             match (&slots.callback, &slots.args, &slots.context) {
-                (Some(c), Some(a), Some(x)) => (c.bind(py).clone(), a.bind(py).clone(), x.as_ptr()),
+                (Some(c), Some(a), Some(x)) => (c.bind(py).clone(), a.clone_ref(py), x.as_ptr()),
                 _ => return Ok(()), // cancelled meanwhile (or emptied: nothing to run)
             }
         };
-        if unsafe { ffi::PyContext_Enter(ctx) } != 0 {
-            let err = PyErr::fetch(py);
-            return Handle::report(slf, cb.unbind(), args.unbind(), err);
+        unsafe {
+            if ffi::PyContext_Enter(ctx) == 0 {
+                let result = args.call(py, cb.as_ptr());
+                ffi::PyContext_Exit(ctx);
+                if !result.is_null() {
+                    ffi::Py_DECREF(result);
+                    args.release(py);
+                    return Ok(());
+                }
+            }
         }
-        let result = cb.call1(&args);
-        unsafe { ffi::PyContext_Exit(ctx) };
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => Handle::report(slf, cb.unbind(), args.unbind(), err),
-        }
+        Handle::run_failed(slf, cb, args)
+    }
+
+    /// `run`'s callback (or entering its context) failed: report the exception set.
+    #[cold]
+    #[inline(never)]
+    fn run_failed(slf: &Bound<'_, Handle>, cb: Bound<'_, PyAny>, args: Args) -> PyResult<()> {
+        let py = slf.py();
+        let err = PyErr::fetch(py);
+        let outcome = Handle::report(slf, &cb, &args, err);
+        args.release(py);
+        outcome
     }
 
     fn report(
         slf: &Bound<'_, Handle>,
-        cb: PyObject,
-        args: Py<PyTuple>,
+        cb: &Bound<'_, PyAny>,
+        args: &Args,
         err: PyErr,
     ) -> PyResult<()> {
         let py = slf.py();
         if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
             return Err(err);
         }
+        let args = args.tuple(py)?;
         let debug = slf.get().loop_debug();
         let source = helpers::get(py)?
             .format_callback_source
@@ -326,13 +555,16 @@ impl Handle {
             info.insert(pos, format!("when={when}"));
         }
         let cb_args = {
-            let slots = h.slots.try_ref()?;
-            let args = slots.args.as_ref().map(|a| a.clone_ref(py));
+            let mut slots = h.slots.try_mut()?;
+            let args = match slots.args.as_mut() {
+                Some(a) => Some(a.as_tuple(py)?),
+                None => None,
+            };
             slots.callback.as_ref().map(|c| (c.clone_ref(py), args))
         };
         if let Some((cb, args)) = cb_args {
             let args: PyObject = match args {
-                Some(a) => a.into_any(),
+                Some(a) => a.into_any().unbind(),
                 None => py.None(),
             };
             let debug = h.loop_debug();
@@ -388,8 +620,8 @@ impl Handle {
 
     #[getter]
     fn _args(&self, py: Python<'_>) -> PyResult<PyObject> {
-        Ok(match self.slots.try_ref()?.args.as_ref() {
-            Some(a) => a.clone_ref(py).into_any(),
+        Ok(match self.slots.try_mut()?.args.as_mut() {
+            Some(a) => a.as_tuple(py)?.into_any().unbind(),
             None => py.None(),
         })
     }
@@ -419,7 +651,9 @@ impl Handle {
             return Ok(());
         };
         visit_slot(&visit, &slots.callback)?;
-        visit_slot(&visit, &slots.args)?;
+        if let Some(args) = &slots.args {
+            args.visit(&visit)?;
+        }
         visit_slot(&visit, &slots.source_traceback)?;
         visit_slot(&visit, &slots.context)?;
         visit_slot(&visit, &slots.loop_)
@@ -456,7 +690,7 @@ impl TimerHandle {
         f64::from_bits(self.when.load(Ordering::Relaxed))
     }
 
-    /// Give a timer emptied by `Handle::take_for_reuse` new slots and a new deadline.
+    /// Give a timer emptied by `Handle::empty_for_reuse` new slots and a new deadline.
     pub fn refill(slf: &Bound<'_, TimerHandle>, slots: Slots, when: f64) -> PyResult<()> {
         slf.as_super().get().refill(slf.py(), slots)?;
         let timer = slf.get();

@@ -21,7 +21,7 @@ use crate::cell::GilCell;
 use crate::entries::{call_generic, guarded, into_ptr};
 use crate::event_loop::install_method;
 use crate::event_loop::LoopCore;
-use crate::handles::{Handle, Slots};
+use crate::handles::{Args, Handle, Slots};
 use crate::helpers;
 use crate::sockaddr::Addr;
 use crate::tls::TlsProtocol;
@@ -303,7 +303,7 @@ impl StreamTransport {
         let slots = Slots::new(
             py,
             cb.unbind(),
-            PyTuple::empty(py).unbind(),
+            Args::Empty,
             Some(context),
             core.clone().unbind(),
             None,
