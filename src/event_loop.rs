@@ -217,6 +217,12 @@ impl ModuleAttr {
         let Some(dict) = &self.dict else {
             return self.module.bind(py).getattr(self.name.bind(py));
         };
+        // Still a plain module (`__class__` may be set to a subclass with a property).
+        if unsafe {
+            ffi::Py_TYPE(self.module.as_ptr()) != std::ptr::addr_of_mut!(ffi::PyModule_Type)
+        } {
+            return self.module.bind(py).getattr(self.name.bind(py));
+        }
         let version = dict_version(dict.bind(py));
         if let Some((tag, value)) = self.last.try_ref()?.as_ref() {
             if *tag == version {
@@ -574,20 +580,17 @@ impl LoopCore {
         let recycled = this.free_handles.try_mut()?.pop();
         let handle = match recycled {
             Some(handle) => {
-                // Already untracked; on error it is dropped empty.
+                // On error it is dropped empty.
                 let slots = Self::slots_for(slf, callback, args, context, TRACE_DEPTH)?;
                 handle.get().refill(slf.py(), slots)?;
                 handle
             }
-            None => {
-                let handle = Py::new(
-                    slf.py(),
-                    Handle::with_slots(Self::slots_for(slf, callback, args, context, TRACE_DEPTH)?),
-                )?;
-                handles::untrack(handle.bind(slf.py()).as_any());
-                handle
-            }
+            None => Py::new(
+                slf.py(),
+                Handle::with_slots(Self::slots_for(slf, callback, args, context, TRACE_DEPTH)?),
+            )?,
         };
+        handles::hide(handle.bind(slf.py()));
         if this.sampler.sample_now() {
             handle.get().set_queued_at(monotonic());
         }
@@ -609,18 +612,17 @@ impl LoopCore {
         let recycled = slf.get().free_timers.try_mut()?.pop();
         let timer = match recycled {
             Some(timer) => {
-                // Already untracked; on error it is dropped empty.
+                // On error it is dropped empty.
                 TimerHandle::refill(timer.bind(slf.py()), slots, when)?;
                 timer
             }
             None => {
                 let init = PyClassInitializer::from(Handle::with_slots(slots))
                     .add_subclass(TimerHandle::new(when));
-                let timer = Py::new(slf.py(), init)?;
-                handles::untrack(timer.bind(slf.py()).as_any());
-                timer
+                Py::new(slf.py(), init)?
             }
         };
+        handles::hide(timer.bind(slf.py()).as_super());
         slf.get().timers.try_mut()?.push(timer.clone_ref(slf.py()));
         Ok(timer)
     }
@@ -817,7 +819,7 @@ impl LoopCore {
                         // below).
                         let handle =
                             StreamTransport::io_handle(&transport, slf, writer, context.unbind())?;
-                        handles::untrack(handle.bind(py).as_any());
+                        handles::hide(handle.bind(py));
                         handle
                     }
                 };

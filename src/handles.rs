@@ -20,26 +20,35 @@ use crate::helpers;
 
 /// A handle the loop has scheduled (`call_soon`, `call_later`, `call_at`) is kept alive by
 /// the loop until it runs or is dropped, so the cycle collector need not look inside it
-/// meanwhile: the loop untracks it when scheduling it and, when letting go, re-tracks it
-/// if anyone else still holds it. Every young-generation collection would otherwise
-/// traverse every queued callback (measured: a fifth of a call_soon-heavy run).
-pub fn untrack(obj: &Bound<'_, PyAny>) {
-    unsafe { ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) }
+/// meanwhile: the loop hides it, and the context it copied for itself (see
+/// `own_context`), when scheduling it and, when letting go, tracks them again if anyone
+/// else still holds the handle (`release`). Every young-generation collection would
+/// otherwise traverse every queued callback and its context. A handle from the free
+/// list may still be tracked (one that was not scheduled through here, e.g. a reader's):
+/// untracking an untracked object is a no-op.
+pub fn hide(handle: &Bound<'_, Handle>) {
+    unsafe { ffi::PyObject_GC_UnTrack(handle.as_ptr().cast()) };
+    if let Some(slots) = handle.get().slots.peek() {
+        if slots.own_context {
+            if let Some(context) = &slots.context {
+                unsafe { ffi::PyObject_GC_UnTrack(context.as_ptr().cast()) };
+            }
+        }
+    }
 }
 
-/// The loop lets go of a handle it untracked: re-track it if it outlives the loop's hold
-/// (and the context it copied for it, see `own_context`).
+/// The loop lets go of a handle: if it outlives the loop's hold, track it again, and its
+/// context (whether or not the handle itself was hidden: see `hide`).
 pub fn release(obj: &Bound<'_, PyAny>) {
     let p = obj.as_ptr();
-    unsafe {
-        if ffi::PyObject_GC_IsTracked(p) == 0 && ffi::Py_REFCNT(p) > 1 {
-            ffi::PyObject_GC_Track(p.cast());
-            if let Ok(handle) = obj.downcast::<Handle>() {
-                if let Some(slots) = handle.get().slots.peek() {
-                    if let Some(context) = &slots.context {
-                        track(context.as_ptr());
-                    }
-                }
+    if unsafe { ffi::Py_REFCNT(p) } <= 1 {
+        return;
+    }
+    track(p);
+    if let Ok(handle) = obj.downcast::<Handle>() {
+        if let Some(slots) = handle.get().slots.peek() {
+            if let Some(context) = &slots.context {
+                track(context.as_ptr());
             }
         }
     }
@@ -54,17 +63,17 @@ fn track(obj: *mut ffi::PyObject) {
     }
 }
 
-/// A handle's own copy of the current context (made when no context was given) is
-/// untracked like the handle: nothing but the handle refers to it (Python code cannot
-/// reach the current context object itself, only copies of it), so the cycle collector
-/// need not look at it while the loop holds the handle. It is tracked again before it can
-/// be reached or freed: when the handle hands it out (`get_context`), when the loop lets go
-/// of a handle someone else holds (`release`), and before the handle drops it (a context
-/// must be tracked when it is freed).
+/// A handle's own copy of the current context (made when no context was given) is hidden
+/// from the cycle collector together with the handle while the loop holds a scheduled
+/// handle (`hide`): only the handle refers to it, apart from what code running in it may
+/// briefly hold (a `Token`, an entered context's link to the one it replaced), which
+/// the collector would only keep alive for that while. It is tracked again before it can
+/// be handed out or freed: when the handle hands it out (`get_context`), when the loop lets
+/// go of a handle someone else holds (`release`), and before the handle drops it (a
+/// context must be tracked when it is freed). A caller's context is never hidden.
 #[inline(always)]
 fn own_context(py: Python<'_>) -> PyResult<PyObject> {
     let context = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? };
-    unsafe { ffi::PyObject_GC_UnTrack(context.as_ptr().cast()) };
     Ok(context.unbind())
 }
 
@@ -154,9 +163,9 @@ impl Args {
                 Args::Empty => vectorcall(py, callable, std::ptr::null(), 0),
                 // A free slot before the argument: a bound method may put `self` there.
                 Args::One(arg) => {
-                    let slots = [std::ptr::null_mut(), arg.as_ptr()];
+                    let mut slots = [std::ptr::null_mut(), arg.as_ptr()];
                     let nargsf = 1 | ffi::PY_VECTORCALL_ARGUMENTS_OFFSET;
-                    vectorcall(py, callable, slots.as_ptr().add(1), nargsf)
+                    vectorcall(py, callable, slots.as_mut_ptr().add(1), nargsf)
                 }
                 Args::Tuple(t) => {
                     let n = ffi::PyTuple_GET_SIZE(t.as_ptr());
@@ -215,6 +224,8 @@ pub struct Slots {
     callback: Option<PyObject>,
     args: Option<Args>,
     context: Option<PyObject>,
+    /// `context` is the handle's own copy (see `own_context`), not the caller's.
+    own_context: bool,
     loop_: Option<Py<LoopCore>>,
     source_traceback: Option<PyObject>,
 }
@@ -236,14 +247,15 @@ impl Slots {
             None => None,
         };
         // Last: nothing may fail once the handle's own context exists (see `own_context`).
-        let context = match context {
-            Some(c) if !c.is_none(py) => c,
-            _ => own_context(py)?,
+        let (context, own) = match context {
+            Some(c) if !c.is_none(py) => (c, false),
+            _ => (own_context(py)?, true),
         };
         Ok(Slots {
             callback: Some(callback),
             args: Some(args),
             context: Some(context),
+            own_context: own,
             loop_: Some(loop_),
             source_traceback,
         })

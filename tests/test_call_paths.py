@@ -8,6 +8,7 @@ import asyncio.futures
 import asyncio.tasks
 import contextvars
 import gc
+import os
 import sys
 import weakref
 
@@ -295,3 +296,76 @@ def test_many_queued_callbacks_in_fresh_contexts_run_in_them(any_loop):
     run_forever_once(any_loop)
     gc.collect()
     assert seen == list(range(3000))
+
+
+class _Node:
+    pass
+
+
+def test_a_cycle_through_a_removed_readers_context_is_collected(any_loop):
+    # A reader's handle is not hidden from the collector like a scheduled one, and
+    # neither is the context it copied.
+    r, w = os.pipe()
+    box = {}
+
+    def on_readable():
+        node = _Node()
+        CTX_VAR.set(node)  # the handle's own context refers to node
+        box["node"] = node
+        os.read(r, 1)
+
+    try:
+        os.write(w, b"x")
+        handle = any_loop._add_reader(r, on_readable)
+        run_forever_once(any_loop)
+        run_forever_once(any_loop)
+        any_loop.remove_reader(r)
+        node = box.pop("node")
+        node.handle = handle  # node -> handle -> its context -> node
+        ref = weakref.ref(node)
+        del node, handle
+        gc.collect()
+        assert ref() is None
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_reader_handle_reused_by_call_soon_is_hidden_and_collectable(any_loop):
+    # A reader removed while its event is queued behind the remover: its handle is done
+    # with and may be reused by call_soon; cycles through the new callback's context are
+    # still collected.
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")
+        any_loop.add_reader(r, lambda: None)
+        any_loop.call_soon(lambda: any_loop.call_soon(any_loop.remove_reader, r))
+        for _ in range(3):
+            run_forever_once(any_loop)
+        refs = []
+        for _ in range(20):
+            node = _Node()
+            ctx = contextvars.copy_context()
+            ctx.run(CTX_VAR.set, node)
+            node.handle = ctx.run(any_loop.call_soon, lambda: None)
+            refs.append(weakref.ref(node))
+            del node, ctx
+            run_forever_once(any_loop)
+        gc.collect()
+        assert [ref() for ref in refs if ref() is not None] == []
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_asyncio_futures_given_a_module_class_with_a_property_is_followed(
+    any_loop, monkeypatch
+):
+    class Module(type(asyncio.futures)):
+        @property
+        def Future(self):  # noqa: N802 (the attribute's name)
+            return _OtherFuture
+
+    any_loop.create_future()  # the loop has looked the type up once
+    monkeypatch.setattr(asyncio.futures, "__class__", Module)
+    assert type(any_loop.create_future()) is _OtherFuture
