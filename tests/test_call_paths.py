@@ -358,9 +358,7 @@ def test_a_reader_handle_reused_by_call_soon_is_hidden_and_collectable(any_loop)
         os.close(w)
 
 
-def test_asyncio_futures_given_a_module_class_with_a_property_is_followed(
-    any_loop, monkeypatch
-):
+def test_asyncio_futures_given_a_module_class_with_a_property_is_followed(any_loop, monkeypatch):
     class Module(type(asyncio.futures)):
         @property
         def Future(self):  # noqa: N802 (the attribute's name)
