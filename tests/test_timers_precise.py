@@ -262,17 +262,17 @@ def _iterations_at_each(loop, offsets, cancel=()):
 
 
 def test_timers_due_within_the_slack_share_one_wake_up(loop):
-    # 20 µs apart: one wake-up at the later deadline runs both (neither early); 3 ms later
-    # is outside the 50 µs window and gets its own.
-    first, second, far = _iterations_at_each(loop, [0.0, 20e-6, 0.003])
+    # 20 µs apart: one wake-up at the later deadline runs both (neither early). (That a
+    # timer 3 ms later gets its own wake-up is not asserted: a loaded machine may wake the
+    # loop late enough for any two timers to share one.)
+    first, second, _ = _iterations_at_each(loop, [0.0, 20e-6, 0.003])
     assert first == second
-    assert far > second
 
 
 def test_a_cancelled_timer_in_the_window_is_skipped_and_the_rest_still_share(loop):
     seen = _iterations_at_each(loop, [0.0, 40e-6, 0.002, 0.002 + 30e-6], cancel=[1])
     assert seen[1] is None
-    assert seen[0] < seen[2] == seen[3]
+    assert seen[2] == seen[3]
 
 
 def test_bunched_timers_never_fire_early_and_keep_their_order(any_loop):
