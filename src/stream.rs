@@ -448,8 +448,7 @@ impl StreamTransport {
             Err(e) if is_retry(&e) => Ok(()),
             Err(e) => Self::fatal_error(slf, os_error(&e), this.read_error()),
             Ok(None) => Self::on_eof(slf, protocol),
-            Ok(Some(data)) => {
-                let n = data.as_bytes().len();
+            Ok(Some((n, data))) => {
                 if let Some(core) = core {
                     core.get().note_io(n, 0);
                     if n == MAX_READ {

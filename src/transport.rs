@@ -99,6 +99,7 @@ fn alloc_bytes(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyBytes>> {
 }
 
 /// `bytes(src)`, reusing the spare when it has the length and nobody else holds it.
+#[inline]
 pub fn new_bytes<'py>(py: Python<'py>, src: &[u8]) -> Bound<'py, PyBytes> {
     if let Ok(mut spare) = SPARE.try_mut() {
         let fits = spare.as_ref().is_some_and(|b| {
@@ -129,20 +130,23 @@ pub fn new_bytes<'py>(py: Python<'py>, src: &[u8]) -> Bound<'py, PyBytes> {
     }
 }
 
+/// What one read brought: its length and the `bytes` holding it.
+pub type Read<'py> = (usize, Bound<'py, PyBytes>);
+
 /// One `read` of up to `MAX_READ` bytes from `fd` into a new `bytes` (None at the end of
 /// the stream). A large spare is read into directly, with the rest of the room in the
 /// read buffer (one `readv`), and is what is returned when the read fills it exactly: no
 /// copy of the data in user space. Otherwise what was read is copied into a new `bytes`
 /// (or the spare of its length).
-pub fn read_bytes(py: Python<'_>, fd: RawFd) -> PyResult<io::Result<Option<Bound<'_, PyBytes>>>> {
+pub fn read_bytes(py: Python<'_>, fd: RawFd) -> PyResult<io::Result<Option<Read<'_>>>> {
     let target = SPARE.try_mut().ok().and_then(|mut spare| {
         spare.take_if(|b| {
             let p = b.as_ptr();
             // SAFETY: `p` is a live `bytes`.
             unsafe {
                 let len = ffi::Py_SIZE(p) as usize;
-                ffi::Py_REFCNT(p) == 1
-                    && (DIRECT_MIN..=MAX_READ).contains(&len)
+                (DIRECT_MIN..=MAX_READ).contains(&len)
+                    && ffi::Py_REFCNT(p) == 1
                     && fast_destination(ffi::PyBytes_AS_STRING(p) as *const u8)
             }
         })
@@ -153,10 +157,21 @@ pub fn read_bytes(py: Python<'_>, fd: RawFd) -> PyResult<io::Result<Option<Bound
             match n {
                 n if n < 0 => Err(io::Error::last_os_error()),
                 0 => Ok(None),
-                n => Ok(Some(new_bytes(py, &buf[..n as usize]))),
+                n => Ok(Some((n as usize, new_bytes(py, &buf[..n as usize])))),
             }
         });
     };
+    read_into_spare(py, fd, target)
+}
+
+/// `read_bytes` into `target`, the spare, taken: it is returned if the read filled it
+/// exactly, and put back otherwise.
+#[inline(never)]
+fn read_into_spare(
+    py: Python<'_>,
+    fd: RawFd,
+    target: Py<PyBytes>,
+) -> PyResult<io::Result<Option<Read<'_>>>> {
     let p = target.as_ptr();
     // SAFETY: the spare is ours alone (refcount 1) until it is returned or put back.
     let (dst, len) = unsafe {
@@ -187,7 +202,7 @@ pub fn read_bytes(py: Python<'_>, fd: RawFd) -> PyResult<io::Result<Option<Bound
                 let n = n as usize;
                 let head = unsafe { std::slice::from_raw_parts(dst, n.min(len)) };
                 let tail = &buf[..n.saturating_sub(len)];
-                Ok(Some(Some(concat_bytes(py, head, tail))))
+                Ok(Some(Some((n, concat_bytes(py, head, tail)))))
             }
         }
     });
@@ -195,7 +210,7 @@ pub fn read_bytes(py: Python<'_>, fd: RawFd) -> PyResult<io::Result<Option<Bound
         Ok(Ok(Some(None))) => {
             // SAFETY: still only ours; it now holds what was read.
             unsafe { reset_hash(p) };
-            return Ok(Ok(Some(target.into_bound(py))));
+            return Ok(Ok(Some((len, target.into_bound(py)))));
         }
         Ok(Ok(Some(Some(copy)))) => Ok(Ok(Some(copy))),
         Ok(Ok(None)) => Ok(Ok(None)),
