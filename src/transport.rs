@@ -72,32 +72,6 @@ unsafe fn reset_hash(p: *mut ffi::PyObject) {
     }
 }
 
-/// A new `bytes` of `len` bytes, uninitialised, for the caller to fill. A large one is
-/// placed where the kernel copies into it at full speed (`fast_destination`) when one of
-/// a few allocations lands there (the others are freed), since it may become the spare.
-fn alloc_bytes(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyBytes>> {
-    let alloc = || unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as ffi::Py_ssize_t),
-        )
-        .map(|b| b.downcast_into_unchecked::<PyBytes>())
-    };
-    let mut b = alloc()?;
-    if len < DIRECT_MIN {
-        return Ok(b);
-    }
-    // Held until the end, so that malloc hands out another block each time.
-    let mut rejected = Vec::new();
-    while !fast_destination(unsafe { ffi::PyBytes_AS_STRING(b.as_ptr()) } as *const u8)
-        && rejected.len() < 3
-    {
-        let next = alloc()?;
-        rejected.push(std::mem::replace(&mut b, next));
-    }
-    Ok(b)
-}
-
 /// `bytes(src)`, reusing the spare when it has the length and nobody else holds it.
 #[inline]
 pub fn new_bytes<'py>(py: Python<'py>, src: &[u8]) -> Bound<'py, PyBytes> {
@@ -117,17 +91,7 @@ pub fn new_bytes<'py>(py: Python<'py>, src: &[u8]) -> Bound<'py, PyBytes> {
             return b.into_bound(py);
         }
     }
-    match alloc_bytes(py, src.len()) {
-        Ok(b) => {
-            // SAFETY: a new object of `src.len()` bytes that only we hold.
-            unsafe {
-                let dst = ffi::PyBytes_AS_STRING(b.as_ptr()) as *mut u8;
-                std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
-            }
-            b
-        }
-        Err(_) => PyBytes::new(py, src),
-    }
+    PyBytes::new(py, src)
 }
 
 /// What one read brought: its length and the `bytes` holding it.
@@ -232,18 +196,12 @@ fn concat_bytes<'py>(py: Python<'py>, head: &[u8], tail: &[u8]) -> Bound<'py, Py
         return new_bytes(py, head);
     }
     let len = head.len() + tail.len();
-    match alloc_bytes(py, len) {
-        Ok(b) => {
-            // SAFETY: a new object of `len` bytes that only we hold.
-            unsafe {
-                let dst = ffi::PyBytes_AS_STRING(b.as_ptr()) as *mut u8;
-                std::ptr::copy_nonoverlapping(head.as_ptr(), dst, head.len());
-                std::ptr::copy_nonoverlapping(tail.as_ptr(), dst.add(head.len()), tail.len());
-            }
-            b
-        }
-        Err(_) => PyBytes::new(py, &[head, tail].concat()),
-    }
+    PyBytes::new_with(py, len, |dst| {
+        dst[..head.len()].copy_from_slice(head);
+        dst[head.len()..].copy_from_slice(tail);
+        Ok(())
+    })
+    .unwrap_or_else(|_| PyBytes::new(py, &[head, tail].concat()))
 }
 
 /// `data` was delivered: keep it as the spare if no one else holds it.
