@@ -72,6 +72,37 @@ unsafe fn reset_hash(p: *mut ffi::PyObject) {
     }
 }
 
+/// Large spares that malloc placed where the kernel copies slowly, held (so that the next
+/// allocations land elsewhere) until a well-placed one comes back from `data_received`.
+static ASIDE: GilCell<Vec<Py<PyBytes>>> = GilCell::new(Vec::new());
+/// How many spares may be set aside in one search; when they all were, searching stops
+/// for good (so that a heap that keeps placing them badly costs no more allocations).
+const MAX_ASIDE: usize = 3;
+static GAVE_UP: GilCell<bool> = GilCell::new(false);
+
+/// The spare `b` fits the next read but reads cannot go straight into it: set it aside
+/// (true) so that this read allocates anew, while looking for a well-placed one.
+fn set_aside(b: &mut Option<Py<PyBytes>>) -> bool {
+    let Ok(mut gave_up) = GAVE_UP.try_mut() else {
+        return false;
+    };
+    let Ok(mut aside) = ASIDE.try_mut() else {
+        return false;
+    };
+    if *gave_up {
+        return false;
+    }
+    if aside.len() >= MAX_ASIDE {
+        *gave_up = true;
+        let all = std::mem::take(&mut *aside);
+        drop(aside);
+        drop(all);
+        return false;
+    }
+    aside.extend(b.take());
+    true
+}
+
 /// `bytes(src)`, reusing the spare when it has the length and nobody else holds it.
 #[inline]
 pub fn new_bytes<'py>(py: Python<'py>, src: &[u8]) -> Bound<'py, PyBytes> {
@@ -80,6 +111,14 @@ pub fn new_bytes<'py>(py: Python<'py>, src: &[u8]) -> Bound<'py, PyBytes> {
             let p = b.as_ptr();
             unsafe { ffi::Py_SIZE(p) as usize == src.len() && ffi::Py_REFCNT(p) == 1 }
         });
+        let misplaced = fits
+            && src.len() >= DIRECT_MIN
+            && !spare
+                .as_ref()
+                .is_some_and(|b| unsafe { direct_target(b.as_ptr()) });
+        if misplaced && set_aside(&mut spare) {
+            return PyBytes::new(py, src);
+        }
         if let Some(b) = spare.take_if(|_| fits) {
             let p = b.as_ptr();
             // SAFETY: we hold the only reference, so no one sees the contents change.
@@ -107,12 +146,7 @@ pub fn read_bytes(py: Python<'_>, fd: RawFd) -> PyResult<io::Result<Option<Read<
         spare.take_if(|b| {
             let p = b.as_ptr();
             // SAFETY: `p` is a live `bytes`.
-            unsafe {
-                let len = ffi::Py_SIZE(p) as usize;
-                (DIRECT_MIN..=MAX_READ).contains(&len)
-                    && ffi::Py_REFCNT(p) == 1
-                    && fast_destination(ffi::PyBytes_AS_STRING(p) as *const u8)
-            }
+            unsafe { direct_target(p) && ffi::Py_REFCNT(p) == 1 }
         })
     });
     let Some(target) = target else {
@@ -204,10 +238,24 @@ fn concat_bytes<'py>(py: Python<'py>, head: &[u8], tail: &[u8]) -> Bound<'py, Py
     .unwrap_or_else(|_| PyBytes::new(py, &[head, tail].concat()))
 }
 
+/// Whether the kernel may read straight into `b` (`read_bytes`): large, well placed.
+///
+/// # Safety
+/// `b` is a `bytes`.
+unsafe fn direct_target(b: *mut ffi::PyObject) -> bool {
+    (DIRECT_MIN..=MAX_READ).contains(&(ffi::Py_SIZE(b) as usize))
+        && fast_destination(ffi::PyBytes_AS_STRING(b) as *const u8)
+}
+
 /// `data` was delivered: keep it as the spare if no one else holds it.
 pub fn recycle_bytes(data: Bound<'_, PyBytes>) {
     let p = data.as_ptr();
     if unsafe { ffi::Py_REFCNT(p) } == 1 && unsafe { ffi::Py_SIZE(p) } > 1 {
+        if unsafe { direct_target(p) } {
+            // Found one: let the ones set aside go.
+            let aside = ASIDE.try_mut().map(|mut a| std::mem::take(&mut *a));
+            drop(aside);
+        }
         if let Ok(mut spare) = SPARE.try_mut() {
             let old = spare.replace(data.unbind());
             drop(spare);
