@@ -80,9 +80,15 @@ static ASIDE: GilCell<Vec<Py<PyBytes>>> = GilCell::new(Vec::new());
 const MAX_ASIDE: usize = 3;
 static GAVE_UP: GilCell<bool> = GilCell::new(false);
 
-/// The spare `b` fits the next read but reads cannot go straight into it: set it aside
+/// The spare `b` fits the next read: if reads cannot go straight into it, set it aside
 /// (true) so that this read allocates anew, while looking for a well-placed one.
+#[inline(never)]
 fn set_aside(b: &mut Option<Py<PyBytes>>) -> bool {
+    if b.as_ref()
+        .is_none_or(|b| unsafe { direct_target(b.as_ptr()) })
+    {
+        return false;
+    }
     let Ok(mut gave_up) = GAVE_UP.try_mut() else {
         return false;
     };
@@ -104,19 +110,14 @@ fn set_aside(b: &mut Option<Py<PyBytes>>) -> bool {
 }
 
 /// `bytes(src)`, reusing the spare when it has the length and nobody else holds it.
-#[inline]
+#[inline(always)]
 pub fn new_bytes<'py>(py: Python<'py>, src: &[u8]) -> Bound<'py, PyBytes> {
     if let Ok(mut spare) = SPARE.try_mut() {
         let fits = spare.as_ref().is_some_and(|b| {
             let p = b.as_ptr();
             unsafe { ffi::Py_SIZE(p) as usize == src.len() && ffi::Py_REFCNT(p) == 1 }
         });
-        let misplaced = fits
-            && src.len() >= DIRECT_MIN
-            && !spare
-                .as_ref()
-                .is_some_and(|b| unsafe { direct_target(b.as_ptr()) });
-        if misplaced && set_aside(&mut spare) {
+        if fits && src.len() >= DIRECT_MIN && set_aside(&mut spare) {
             return PyBytes::new(py, src);
         }
         if let Some(b) = spare.take_if(|_| fits) {
@@ -247,14 +248,20 @@ unsafe fn direct_target(b: *mut ffi::PyObject) -> bool {
         && fast_destination(ffi::PyBytes_AS_STRING(b) as *const u8)
 }
 
+/// A well-placed spare came back: let the ones set aside go.
+#[inline(never)]
+fn found_placed() {
+    let aside = ASIDE.try_mut().map(|mut a| std::mem::take(&mut *a));
+    drop(aside);
+}
+
 /// `data` was delivered: keep it as the spare if no one else holds it.
+#[inline(always)]
 pub fn recycle_bytes(data: Bound<'_, PyBytes>) {
     let p = data.as_ptr();
     if unsafe { ffi::Py_REFCNT(p) } == 1 && unsafe { ffi::Py_SIZE(p) } > 1 {
         if unsafe { direct_target(p) } {
-            // Found one: let the ones set aside go.
-            let aside = ASIDE.try_mut().map(|mut a| std::mem::take(&mut *a));
-            drop(aside);
+            found_placed();
         }
         if let Ok(mut spare) = SPARE.try_mut() {
             let old = spare.replace(data.unbind());
