@@ -64,7 +64,31 @@ def message(i, size):
 
 # Repeated sizes (a read that fits the previous chunk's length exactly), smaller and larger
 # ones, and more than one read's worth (256 KiB) at once.
-SIZES = [100, 100, 100, 50, 100, 200, 200, 300, 100, 16, 17, 100, 1, 100, 256, 256, 600]
+SIZES = [
+    100,
+    100,
+    100,
+    50,
+    100,
+    200,
+    200,
+    300,
+    100,
+    16,
+    17,
+    100,
+    1,
+    100,
+    256,
+    256,
+    600,
+    4,
+    4,
+    8,
+    5,
+    8,
+    8,
+]
 
 
 @pytest.mark.parametrize("keep", [True, False])
