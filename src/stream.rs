@@ -26,8 +26,8 @@ use crate::helpers;
 use crate::sockaddr::Addr;
 use crate::tls::TlsProtocol;
 use crate::transport::{
-    log_fatal_os_error, logger, loop_core, loop_object, must_propagate, new_bytes, notify_flow,
-    recycle_bytes, report, with_read_buf, FlowChange, FlowControl, Limits, DEFAULT_HIGH,
+    log_fatal_os_error, logger, loop_core, loop_object, must_propagate, notify_flow, read_bytes,
+    recycle_bytes, report, FlowChange, FlowControl, Limits, DEFAULT_HIGH,
     LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
 };
 use crate::wbuf::{is_retry, os_error, send_once, ByteView, Sink, WriteQueue};
@@ -443,15 +443,7 @@ impl StreamTransport {
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let result = with_read_buf(|buf| {
-            let n =
-                unsafe { libc::read(this.fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
-            match n {
-                n if n < 0 => Err(std::io::Error::last_os_error()),
-                0 => Ok(None),
-                n => Ok(Some((n as usize, new_bytes(py, &buf[..n as usize])))),
-            }
-        })?;
+        let result = read_bytes(py, this.fd)?;
         match result {
             Err(e) if is_retry(&e) => Ok(()),
             Err(e) => Self::fatal_error(slf, os_error(&e), this.read_error()),
