@@ -64,15 +64,40 @@ impl PartialEq for Entry {
     }
 }
 impl Eq for Entry {}
+impl Entry {
+    /// The pair as one integer: one comparison, without a branch (the heap's sift picks
+    /// a child per level by comparing two entries, and whichever wins is unpredictable).
+    #[inline(always)]
+    fn rank(&self) -> u128 {
+        (self.key as u128) << 64 | self.seq as u128
+    }
+}
 impl PartialOrd for Entry {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
+    }
+    // Reversed (see `cmp`), each as a single integer comparison.
+    #[inline(always)]
+    fn lt(&self, other: &Self) -> bool {
+        other.rank() < self.rank()
+    }
+    #[inline(always)]
+    fn le(&self, other: &Self) -> bool {
+        other.rank() <= self.rank()
+    }
+    #[inline(always)]
+    fn gt(&self, other: &Self) -> bool {
+        other.rank() > self.rank()
+    }
+    #[inline(always)]
+    fn ge(&self, other: &Self) -> bool {
+        other.rank() >= self.rank()
     }
 }
 impl Ord for Entry {
     // Reversed: BinaryHeap is a max-heap and we want the earliest deadline on top.
     fn cmp(&self, other: &Self) -> Ordering {
-        (other.key, other.seq).cmp(&(self.key, self.seq))
+        other.rank().cmp(&self.rank())
     }
 }
 
