@@ -6,7 +6,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
@@ -15,6 +14,7 @@ use pyo3::PyClass;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
+use crate::errors;
 use crate::event_loop::LoopCore;
 use crate::helpers;
 
@@ -524,7 +524,7 @@ impl Handle {
         err: PyErr,
     ) -> PyResult<()> {
         let py = slf.py();
-        if err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py) {
+        if errors::must_propagate(py, &err) {
             return Err(err);
         }
         let args = args.tuple(py)?;

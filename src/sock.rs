@@ -18,9 +18,10 @@ use pyo3::types::{PyBytes, PyFloat, PyInt, PyTuple, PyType};
 use pyo3::{ffi, intern, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
+use crate::errors::must_propagate;
 use crate::event_loop::LoopCore;
 use crate::handles::Handle;
-use crate::transport::{must_propagate, with_read_buf, MAX_READ};
+use crate::transport::{with_read_buf, MAX_READ};
 use crate::wbuf::os_error;
 
 static SOCKET_TYPE: GILOnceCell<Py<PyType>> = GILOnceCell::new();

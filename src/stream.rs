@@ -19,6 +19,7 @@ use pyo3::{intern, Borrowed, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
 use crate::entries::{call_generic, guarded, into_ptr};
+use crate::errors::must_propagate;
 use crate::event_loop::install_method;
 use crate::event_loop::LoopCore;
 use crate::handles::{Args, Handle, Slots};
@@ -26,9 +27,9 @@ use crate::helpers;
 use crate::sockaddr::Addr;
 use crate::tls::TlsProtocol;
 use crate::transport::{
-    log_fatal_os_error, logger, loop_core, loop_object, must_propagate, notify_flow, read_bytes,
-    recycle_bytes, report, FlowChange, FlowControl, Limits, DEFAULT_HIGH,
-    LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
+    log_fatal_os_error, logger, loop_core, loop_object, notify_flow, read_bytes, recycle_bytes,
+    report, FlowChange, FlowControl, Limits, DEFAULT_HIGH, LOG_THRESHOLD_FOR_CONNLOST_WRITES,
+    MAX_READ,
 };
 use crate::wbuf::{is_retry, os_error, send_once, ByteView, Sink, WriteQueue};
 

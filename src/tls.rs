@@ -13,8 +13,7 @@ use std::collections::VecDeque;
 
 use pyo3::exceptions::{
     PyAssertionError, PyAttributeError, PyConnectionAbortedError, PyConnectionResetError,
-    PyException, PyKeyboardInterrupt, PyNotImplementedError, PyOSError, PyRuntimeError,
-    PySystemExit, PyTimeoutError, PyTypeError,
+    PyException, PyNotImplementedError, PyOSError, PyRuntimeError, PyTimeoutError, PyTypeError,
 };
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -23,6 +22,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::{intern, IntoPyObjectExt, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
+use crate::errors::must_propagate;
 use crate::transport::{
     limits_tuple, logger, mark, new_bytes, recycle_bytes, report, Limits,
     LOG_THRESHOLD_FOR_CONNLOST_WRITES,
@@ -84,10 +84,6 @@ fn is_ssl_error(py: Python<'_>, err: &PyErr) -> PyResult<bool> {
 /// What `except Exception` catches.
 fn is_exception(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PyException>(py)
-}
-
-fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
 }
 
 /// A failed stock `assert`: an AssertionError, unless Python runs with -O (which

@@ -1,11 +1,11 @@
-//! What every transport shares: the read buffer, the link to its loop, which protocol
-//! errors propagate, reports to the loop's exception handler, and write flow control (the
-//! water marks and `pause_writing`/`resume_writing`), as the stock transports do.
+//! What every transport shares: the read buffer, the link to its loop, reports to the
+//! loop's exception handler, and write flow control (the water marks and
+//! `pause_writing`/`resume_writing`), as the stock transports do.
 
 use std::io;
 use std::os::fd::RawFd;
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -13,6 +13,7 @@ use pyo3::types::{PyBytes, PyDict};
 use pyo3::{intern, IntoPyObjectExt};
 
 use crate::cell::GilCell;
+use crate::errors::must_propagate;
 use crate::event_loop::LoopCore;
 
 /// Largest single read, as the stock transports (`max_size`).
@@ -281,11 +282,6 @@ pub fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
             Ok::<_, PyErr>(py.import("asyncio.log")?.getattr("logger")?.unbind())
         })
         .map(|l| l.bind(py))
-}
-
-/// SystemExit and KeyboardInterrupt propagate; every other error the transport handles.
-pub fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PySystemExit>(py) || err.is_instance_of::<PyKeyboardInterrupt>(py)
 }
 
 /// The loop core of a transport's loop (None once the transport has finished).

@@ -23,10 +23,11 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyString, P
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::cell::GilCell;
+use crate::errors::must_propagate;
 use crate::event_loop::LoopCore;
 use crate::transport::{
-    log_fatal_os_error, logger, loop_core, loop_object, must_propagate, notify_flow, report,
-    with_read_buf, FlowChange, FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
+    log_fatal_os_error, logger, loop_core, loop_object, notify_flow, report, with_read_buf,
+    FlowChange, FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
 };
 use crate::wbuf::{is_retry, os_error, ByteView};
 
