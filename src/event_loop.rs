@@ -75,9 +75,9 @@ pub(crate) enum Ready {
 }
 
 impl Ready {
-    fn visit(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+    fn visit(&self, py: Python<'_>, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         match self {
-            Ready::Call(h) => visit.call(h),
+            Ready::Call(h) => handles::visit_queued(h.bind(py), visit),
             Ready::Io {
                 transport, context, ..
             } => {
@@ -622,7 +622,7 @@ impl LoopCore {
                 Py::new(slf.py(), init)?
             }
         };
-        handles::hide(timer.bind(slf.py()).as_super());
+        handles::hide_context(timer.bind(slf.py()).as_super());
         slf.get().timers.try_mut()?.push(timer.clone_ref(slf.py()));
         Ok(timer)
     }
@@ -1639,14 +1639,16 @@ impl LoopCore {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // SAFETY: the collector traverses with the GIL held (nothing here takes it).
+        let py = unsafe { Python::assume_gil_acquired() };
         if let Some(ready) = self.ready.peek() {
             for r in ready.iter() {
-                r.visit(&visit)?;
+                r.visit(py, &visit)?;
             }
         }
         if let Some(timers) = self.timers.peek() {
             for h in timers.handles() {
-                visit.call(h)?;
+                handles::visit_queued(h.bind(py).as_super(), &visit)?;
             }
         }
         if let Some(fds) = self.fds.peek() {

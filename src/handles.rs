@@ -18,16 +18,26 @@ use crate::errors;
 use crate::event_loop::LoopCore;
 use crate::helpers;
 
-/// A handle the loop has scheduled (`call_soon`, `call_later`, `call_at`) is kept alive by
-/// the loop until it runs or is dropped, so the cycle collector need not look inside it
-/// meanwhile: the loop hides it, and the context it copied for itself (see
-/// `own_context`), when scheduling it and, when letting go, tracks them again if anyone
+/// A handle the loop has queued with `call_soon` is kept alive by the loop until it runs
+/// or is dropped, and hardly ever held by anyone else (`call_soon`'s callers, the C Task
+/// and Future among them, drop what it returns), so the cycle collector need not look
+/// inside it meanwhile: the loop hides it, and the context it copied for itself (see
+/// `own_context`), when queueing it and, when letting go, tracks them again if anyone
 /// else still holds the handle (`release`). Every young-generation collection would
-/// otherwise traverse every queued callback and its context. A handle from the free
-/// list may still be tracked (one that was not scheduled through here, e.g. a reader's):
-/// untracking an untracked object is a no-op.
+/// otherwise traverse every queued callback and its context. While hidden, the loop's
+/// own traversal stands for it (`visit_queued`). A handle from the free list may still be
+/// tracked (one that was not queued through here, e.g. a reader's): untracking an
+/// untracked object is a no-op.
 pub fn hide(handle: &Bound<'_, Handle>) {
     unsafe { ffi::PyObject_GC_UnTrack(handle.as_ptr().cast()) };
+    hide_context(handle);
+}
+
+/// Hide only a scheduled handle's own context copy (see `own_context`), not the handle:
+/// for a `TimerHandle`, which its caller usually keeps (`asyncio.sleep`, timeouts) and
+/// which may so be part of a cycle the collector must see whole. The handle's traversal
+/// visits what the hidden context refers to (`Handle::visit_slots`).
+pub fn hide_context(handle: &Bound<'_, Handle>) {
     if let Some(slots) = handle.get().slots.peek() {
         if slots.own_context {
             if let Some(context) = &slots.context {
@@ -52,6 +62,67 @@ pub fn release(obj: &Bound<'_, PyAny>) {
             }
         }
     }
+}
+
+/// For the loop's `tp_traverse`: a queued handle, or, if the loop alone holds it and it is
+/// hidden (`hide`), what the handle refers to. The collector does not see a hidden handle,
+/// so a reference it holds would otherwise count as one from outside: the loop, which
+/// the handle refers to, could never be found unreachable, and a loop dropped without
+/// `close()` would live on with everything it holds. A hidden handle that someone else
+/// also holds is visited as itself (a no-op): its references are not the loop's alone,
+/// and the collector sees them only once the loop lets go of it (`release`).
+pub fn visit_queued(
+    handle: &Bound<'_, Handle>,
+    visit: &PyVisit<'_>,
+) -> Result<(), PyTraverseError> {
+    if held_hidden(handle.as_ptr()) {
+        handle.get().visit_slots(visit)
+    } else {
+        visit.call(handle.as_unbound())
+    }
+}
+
+/// Whether `obj` (a GC object) is hidden from the collector and has one reference only.
+fn held_hidden(obj: *mut ffi::PyObject) -> bool {
+    unsafe { ffi::Py_REFCNT(obj) == 1 && ffi::PyObject_GC_IsTracked(obj) == 0 }
+}
+
+/// Visit what `obj` refers to (its type's `tp_traverse`), as references of the caller's.
+fn visit_inside(visit: &PyVisit<'_>, obj: &PyObject) -> Result<(), PyTraverseError> {
+    struct Forward<'a, 'b> {
+        visit: &'a PyVisit<'b>,
+        failed: Option<PyTraverseError>,
+    }
+    unsafe extern "C" fn forward(
+        obj: *mut ffi::PyObject,
+        arg: *mut std::ffi::c_void,
+    ) -> std::ffi::c_int {
+        // SAFETY: `arg` is the `Forward` below, alive for the traversal; `obj` is a live
+        // object, wrapped without a reference count change and never dropped.
+        unsafe {
+            let f = &mut *arg.cast::<Forward<'_, '_>>();
+            let py = Python::assume_gil_acquired();
+            let obj = std::mem::ManuallyDrop::new(Py::<PyAny>::from_owned_ptr(py, obj));
+            match f.visit.call(&*obj) {
+                Ok(()) => 0,
+                Err(e) => {
+                    f.failed = Some(e);
+                    1
+                }
+            }
+        }
+    }
+    let p = obj.as_ptr();
+    // SAFETY: the collector traverses with the GIL held; `p` is alive (we hold it).
+    let Some(traverse) = (unsafe { (*ffi::Py_TYPE(p)).tp_traverse }) else {
+        return Ok(());
+    };
+    let mut f = Forward {
+        visit,
+        failed: None,
+    };
+    unsafe { traverse(p, forward, std::ptr::addr_of_mut!(f).cast()) };
+    f.failed.map_or(Ok(()), Err)
 }
 
 /// Track `obj` (a GC object) if it is not tracked.
@@ -327,6 +398,26 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// What the handle refers to, for the collector. A hidden context that only this
+    /// handle holds (see `own_context`) is in none of the collector's lists, so what it
+    /// refers to is visited here, as the handle's own references.
+    fn visit_slots(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Skipped while borrowed.
+        let Some(slots) = self.slots.peek() else {
+            return Ok(());
+        };
+        visit_slot(visit, &slots.callback)?;
+        if let Some(args) = &slots.args {
+            args.visit(visit)?;
+        }
+        visit_slot(visit, &slots.source_traceback)?;
+        match &slots.context {
+            Some(context) if held_hidden(context.as_ptr()) => visit_inside(visit, context)?,
+            context => visit_slot(visit, context)?,
+        }
+        visit_slot(visit, &slots.loop_)
+    }
+
     /// A handle holding `slots` (see `Slots::new`).
     pub fn with_slots(slots: Slots) -> Handle {
         Handle {
@@ -658,17 +749,7 @@ impl Handle {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        // Skipped while borrowed.
-        let Some(slots) = self.slots.peek() else {
-            return Ok(());
-        };
-        visit_slot(&visit, &slots.callback)?;
-        if let Some(args) = &slots.args {
-            args.visit(&visit)?;
-        }
-        visit_slot(&visit, &slots.source_traceback)?;
-        visit_slot(&visit, &slots.context)?;
-        visit_slot(&visit, &slots.loop_)
+        self.visit_slots(&visit)
     }
 
     fn __clear__(&self) {
