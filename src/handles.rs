@@ -135,8 +135,8 @@ fn track(obj: *mut ffi::PyObject) {
 }
 
 /// A handle's own copy of the current context (made when no context was given) is hidden
-/// from the cycle collector together with the handle while the loop holds a scheduled
-/// handle (`hide`): only the handle refers to it, apart from what code running in it may
+/// from the cycle collector while the loop holds the scheduled handle (`hide`,
+/// `hide_context`): only the handle refers to it, apart from what code running in it may
 /// briefly hold (a `Token`, an entered context's link to the one it replaced), which
 /// the collector would only keep alive for that while. It is tracked again before it can
 /// be handed out or freed: when the handle hands it out (`get_context`), when the loop lets
@@ -451,6 +451,8 @@ impl Handle {
         let Ok(mut slots) = self.slots.try_mut() else {
             return false;
         };
+        // Slot by slot rather than `mem::take` and `Slots`'s `Drop` (the same drops): that
+        // costs about 27 more instructions per callback (callgrind, call_soon micro).
         let callback = slots.callback.take();
         let args = slots.args.take();
         let context = slots.context.take();
