@@ -5,7 +5,7 @@
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 
 /// Run the body of a direct method entry (the GIL held): a panic becomes a Python
 /// `PanicException` instead of unwinding into the interpreter.
@@ -19,7 +19,7 @@ pub fn guarded(f: impl FnOnce() -> *mut ffi::PyObject) -> *mut ffi::PyObject {
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "panic from Rust code".to_owned());
             // SAFETY: entries run with the GIL held.
-            let py = unsafe { Python::assume_gil_acquired() };
+            let py = unsafe { Python::assume_attached() };
             pyo3::panic::PanicException::new_err(msg).restore(py);
             std::ptr::null_mut()
         }
@@ -35,8 +35,8 @@ pub fn raise_or(py: Python<'_>, result: PyResult<*mut ffi::PyObject>) -> *mut ff
 }
 
 /// A method result for the interpreter: a new reference, or NULL with the error set.
-pub fn into_ptr(py: Python<'_>, result: PyResult<PyObject>) -> *mut ffi::PyObject {
-    raise_or(py, result.map(PyObject::into_ptr))
+pub fn into_ptr(py: Python<'_>, result: PyResult<Py<PyAny>>) -> *mut ffi::PyObject {
+    raise_or(py, result.map(Py::<PyAny>::into_ptr))
 }
 
 /// Hand a `METH_FASTCALL | METH_KEYWORDS` call (or, with `nargsf` 0, a no-argument one)
@@ -46,13 +46,13 @@ pub fn into_ptr(py: Python<'_>, result: PyResult<PyObject>) -> *mut ffi::PyObjec
 /// The GIL is held; `slf`, `args`, `nargsf` and `kwnames` are the vectorcall arguments
 /// the interpreter passed.
 pub unsafe fn call_generic(
-    generic: &GILOnceCell<PyObject>,
+    generic: &PyOnceLock<Py<PyAny>>,
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    let py = unsafe { Python::assume_gil_acquired() };
+    let py = unsafe { Python::assume_attached() };
     let Some(generic) = generic.get(py) else {
         unsafe { ffi::PyErr_SetString(ffi::PyExc_RuntimeError, c"method not installed".as_ptr()) };
         return std::ptr::null_mut();

@@ -18,7 +18,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyFloat, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
@@ -26,6 +26,7 @@ use crate::cell::GilCell;
 use crate::errors;
 use crate::handles::{self, Args, Handle, Slots, TimerHandle};
 use crate::helpers;
+use crate::module_attr::ModuleAttr;
 use crate::poll::{
     DeadlineTimer, Poller, DEADLINE_TOKEN, HANGUP, READABLE, SIGNAL_TOKEN, WAKE_TOKEN, WRITABLE,
 };
@@ -55,7 +56,7 @@ enum Watcher {
     Call(Py<Handle>),
     Transport {
         transport: Py<StreamTransport>,
-        context: PyObject,
+        context: Py<PyAny>,
         /// The transport's watch generation: an event queued for an earlier watch is stale.
         gen: u32,
     },
@@ -66,7 +67,7 @@ pub(crate) enum Ready {
     Call(Py<Handle>),
     Io {
         transport: Py<StreamTransport>,
-        context: PyObject,
+        context: Py<PyAny>,
         writer: bool,
         gen: u32,
         /// When it was queued, for the sampled ready-queue delay; 0: not sampled.
@@ -169,102 +170,14 @@ impl CallKwargs {
 }
 
 /// `_asyncio.<name>`, if the C module has it.
-fn c_type(py: Python<'_>, name: &str) -> Option<PyObject> {
+fn c_type(py: Python<'_>, name: &str) -> Option<Py<PyAny>> {
     let module = py.import("_asyncio").ok()?;
     Some(module.getattr(name).ok()?.unbind())
 }
 
 /// Whether `obj` is exactly the C type `c` (not a subclass, not a replacement).
-fn is_c_type(obj: &Bound<'_, PyAny>, c: &Option<PyObject>) -> bool {
+fn is_c_type(obj: &Bound<'_, PyAny>, c: &Option<Py<PyAny>>) -> bool {
     c.as_ref().is_some_and(|c| obj.is(c))
-}
-
-/// `module.<name>` as the stock code reads it on every call (`futures.Future`,
-/// `tasks.Task`), so that a replaced attribute is honoured at once, without a dict look-up
-/// per call. For a plain module the attribute lives in the module's dict (the module type
-/// has no attribute that a module's own would not shadow); the value found there is kept
-/// with the dict's version tag, which CPython renews on every change of the dict (PEP
-/// 509), so while the tag is the same the kept value is still what the dict holds. A miss
-/// (`__getattr__`, the error), or anything but a plain module, goes through `getattr`.
-struct ModuleAttr {
-    module: PyObject,
-    /// The module's dict (fixed for the module's life), if it is a plain module.
-    dict: Option<Py<PyDict>>,
-    name: Py<pyo3::types::PyString>,
-    /// The dict's version tag and the value it held then.
-    last: GilCell<Option<(u64, PyObject)>>,
-}
-
-impl ModuleAttr {
-    fn new(py: Python<'_>, module: &str, name: &str) -> PyResult<ModuleAttr> {
-        let module = py.import(module)?.into_any();
-        let plain =
-            unsafe { ffi::Py_TYPE(module.as_ptr()) == std::ptr::addr_of_mut!(ffi::PyModule_Type) };
-        let dict = match plain {
-            true => Some(module.downcast::<pyo3::types::PyModule>()?.dict().unbind()),
-            false => None,
-        };
-        Ok(ModuleAttr {
-            module: module.unbind(),
-            dict,
-            name: pyo3::types::PyString::intern(py, name).unbind(),
-            last: GilCell::new(None),
-        })
-    }
-
-    #[inline(always)]
-    fn get<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let Some(dict) = &self.dict else {
-            return self.module.bind(py).getattr(self.name.bind(py));
-        };
-        // Still a plain module (`__class__` may be set to a subclass with a property).
-        if unsafe {
-            ffi::Py_TYPE(self.module.as_ptr()) != std::ptr::addr_of_mut!(ffi::PyModule_Type)
-        } {
-            return self.module.bind(py).getattr(self.name.bind(py));
-        }
-        let version = dict_version(dict.bind(py));
-        if let Some((tag, value)) = self.last.try_ref()?.as_ref() {
-            if *tag == version {
-                return Ok(value.bind(py).clone());
-            }
-        }
-        let item = unsafe { ffi::PyDict_GetItemWithError(dict.as_ptr(), self.name.as_ptr()) };
-        if item.is_null() {
-            if let Some(err) = PyErr::take(py) {
-                return Err(err);
-            }
-            return self.module.bind(py).getattr(self.name.bind(py));
-        }
-        let value = unsafe { Bound::from_borrowed_ptr(py, item) };
-        let old = self
-            .last
-            .try_mut()?
-            .replace((version, value.clone().unbind()));
-        drop(old); // after the borrow
-        Ok(value)
-    }
-
-    /// Let go of the kept value (the collector's `tp_clear`); for the caller to drop.
-    fn forget(&self) -> Option<(u64, PyObject)> {
-        self.last.try_mut().ok().and_then(|mut l| l.take())
-    }
-
-    fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.module)?;
-        if let Some(last) = self.last.peek() {
-            if let Some((_, value)) = last.as_ref() {
-                visit.call(value)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A dict's version tag (PEP 509): changes whenever the dict does.
-#[allow(deprecated)] // the field stays in every version this crate builds for (3.10-3.13)
-fn dict_version(dict: &Bound<'_, PyDict>) -> u64 {
-    unsafe { (*dict.as_ptr().cast::<ffi::PyDictObject>()).ma_version_tag }
 }
 
 pub fn monotonic() -> f64 {
@@ -333,7 +246,7 @@ pub struct LoopCore {
     open_transports: AtomicI64,
     /// fd -> weak reference to the transport that owns it: the public reader/writer
     /// methods refuse such an fd while the transport is open, as stock.
-    transport_fds: GilCell<HashMap<RawFd, PyObject>>,
+    transport_fds: GilCell<HashMap<RawFd, Py<PyAny>>>,
     /// Plain handles that ran and that nothing else held, emptied, for `call_soon` to
     /// reuse (saves an allocation, its deallocation and two trips through PyO3's glue).
     /// They hold nothing and are not tracked by the cycle collector.
@@ -344,14 +257,14 @@ pub struct LoopCore {
     handle_type: usize,
     timer_type: usize,
     /// `loop.set_task_factory()`'s factory (`_task_factory`, as stock).
-    task_factory: GilCell<Option<PyObject>>,
+    task_factory: GilCell<Option<Py<PyAny>>>,
     /// `asyncio.tasks.Task` and `asyncio.futures.Future`, which `create_task` and
     /// `create_future` look up on each call, as the stock methods do.
     task_attr: ModuleAttr,
     future_attr: ModuleAttr,
     /// `_asyncio.Future` and `_asyncio.Task`, the C types (if the module exists).
-    c_future: Option<PyObject>,
-    c_task: Option<PyObject>,
+    c_future: Option<Py<PyAny>>,
+    c_task: Option<Py<PyAny>>,
     /// The keyword arguments `create_future` and `create_task` pass to the C `Future` and
     /// `Task`, made once per run of the loop instead of once per call (see `call_kwargs`).
     call_kwargs: GilCell<Option<CallKwargs>>,
@@ -556,7 +469,7 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: Args,
-        context: Option<PyObject>,
+        context: Option<Py<PyAny>>,
         depth: u32,
     ) -> PyResult<Slots> {
         Slots::new(
@@ -574,7 +487,7 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: Args,
-        context: Option<PyObject>,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let this = slf.get();
         let recycled = this.free_handles.try_mut()?.pop();
@@ -605,7 +518,7 @@ impl LoopCore {
         when: f64,
         callback: &Bound<'_, PyAny>,
         args: Args,
-        context: Option<PyObject>,
+        context: Option<Py<PyAny>>,
         depth: u32,
     ) -> PyResult<Py<TimerHandle>> {
         let slots = Self::slots_for(slf, callback, args, context, depth)?;
@@ -876,7 +789,7 @@ impl LoopCore {
             let mut free = self.free_timers.try_mut()?;
             if free.len() < FREE_HANDLES {
                 // SAFETY: its type is exactly TimerHandle (`reusable`).
-                free.push(unsafe { handle.into_any().downcast_into_unchecked() }.unbind());
+                free.push(unsafe { handle.into_any().cast_into_unchecked() }.unbind());
             }
         } else {
             let mut free = self.free_handles.try_mut()?;
@@ -1094,7 +1007,7 @@ impl LoopCore {
         time: &Bound<'_, PyAny>,
         callback: &Bound<'_, PyAny>,
         args: Args,
-        context: Option<PyObject>,
+        context: Option<Py<PyAny>>,
         relative: bool,
     ) -> PyResult<Py<TimerHandle>> {
         let (when, depth) = if relative {
@@ -1244,7 +1157,7 @@ impl LoopCore {
     }
 
     #[getter(_task_factory)]
-    fn task_factory_get(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn task_factory_get(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(match self.task_factory.try_ref()?.as_ref() {
             Some(f) => f.clone_ref(py),
             None => py.None(),
@@ -1252,7 +1165,7 @@ impl LoopCore {
     }
 
     #[setter(_task_factory)]
-    fn task_factory_set(&self, py: Python<'_>, factory: Option<PyObject>) -> PyResult<()> {
+    fn task_factory_set(&self, py: Python<'_>, factory: Option<Py<PyAny>>) -> PyResult<()> {
         let factory = factory.filter(|f| !f.is_none(py));
         let old = std::mem::replace(&mut *self.task_factory.try_mut()?, factory);
         drop(old); // after the borrow: a __del__ may re-enter
@@ -1264,7 +1177,7 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
-        context: Option<PyObject>,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let this = slf.get();
         this.check_closed()?;
@@ -1280,7 +1193,7 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
-        context: Option<PyObject>,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let this = slf.get();
         this.check_closed()?;
@@ -1300,7 +1213,7 @@ impl LoopCore {
         delay: &Bound<'_, PyAny>,
         callback: &Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
-        context: Option<PyObject>,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
         Self::call_timer(slf, delay, callback, args.into(), context, true)
     }
@@ -1311,7 +1224,7 @@ impl LoopCore {
         when: &Bound<'_, PyAny>,
         callback: &Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
-        context: Option<PyObject>,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
         Self::call_timer(slf, when, callback, args.into(), context, false)
     }
@@ -1470,7 +1383,7 @@ impl LoopCore {
         &self,
         py: Python<'_>,
         threshold: Option<f64>,
-        callback: Option<PyObject>,
+        callback: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         self.check_closed()?;
         let threshold = threshold.unwrap_or(0.0);
@@ -1570,8 +1483,8 @@ impl LoopCore {
     }
 
     /// The transports that claimed an fd and are still alive (for `Server.close_clients`).
-    fn _claimed_transports(&self, py: Python<'_>) -> PyResult<Vec<PyObject>> {
-        let weak: Vec<PyObject> = self
+    fn _claimed_transports(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+        let weak: Vec<Py<PyAny>> = self
             .transport_fds
             .try_ref()?
             .values()
@@ -1640,7 +1553,7 @@ impl LoopCore {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // SAFETY: the collector traverses with the GIL held (nothing here takes it).
-        let py = unsafe { Python::assume_gil_acquired() };
+        let py = unsafe { Python::assume_attached() };
         if let Some(ready) = self.ready.peek() {
             for r in ready.iter() {
                 r.visit(py, &visit)?;
@@ -1730,7 +1643,7 @@ impl LoopCore {
             }
         }
         // SAFETY: the collector calls tp_clear with the GIL held.
-        let py = unsafe { Python::assume_gil_acquired() };
+        let py = unsafe { Python::assume_attached() };
         for h in &timers {
             handles::release(h.bind(py).as_any());
         }
@@ -1754,12 +1667,12 @@ impl LoopCore {
 /// A PyO3-generated `LoopCore` method that a hand-written entry hands the calls it does
 /// not take to (argument shapes it does not parse, debug mode, a loop that is not running
 /// on the calling thread): its checks and messages, unchanged.
-struct Generic(GILOnceCell<PyObject>);
+struct Generic(PyOnceLock<Py<PyAny>>);
 
-static CALL_SOON_GENERIC: Generic = Generic(GILOnceCell::new());
-static CALL_LATER_GENERIC: Generic = Generic(GILOnceCell::new());
-static CALL_AT_GENERIC: Generic = Generic(GILOnceCell::new());
-static CREATE_TASK_GENERIC: Generic = Generic(GILOnceCell::new());
+static CALL_SOON_GENERIC: Generic = Generic(PyOnceLock::new());
+static CALL_LATER_GENERIC: Generic = Generic(PyOnceLock::new());
+static CALL_AT_GENERIC: Generic = Generic(PyOnceLock::new());
+static CREATE_TASK_GENERIC: Generic = Generic(PyOnceLock::new());
 
 impl Generic {
     /// Keep the generated method before the hand-written one replaces it on the type.
@@ -1938,15 +1851,14 @@ pub(crate) unsafe fn bound_ref<'a, 'py>(
 /// # Safety
 /// `kwnames` is a live tuple of str and the GIL is held.
 unsafe fn names_context(py: Python<'_>, kwnames: *mut ffi::PyObject) -> bool {
-    let names =
-        unsafe { Bound::from_borrowed_ptr(py, kwnames).downcast_into_unchecked::<PyTuple>() };
+    let names = unsafe { Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>() };
     names
         .iter()
         .any(|n| n.extract::<&str>().is_ok_and(|n| n == "context"))
 }
 
 unsafe fn loop_of<'a>(py: Python<'a>, slf: &'a *mut ffi::PyObject) -> &'a LoopCore {
-    unsafe { bound_ref(py, slf).downcast_unchecked::<LoopCore>() }.get()
+    unsafe { bound_ref(py, slf).cast_unchecked::<LoopCore>() }.get()
 }
 
 /// `get_debug()`. No PyO3 trampoline: reading an atomic flag cannot fail or panic, and
@@ -1956,7 +1868,7 @@ unsafe extern "C" fn get_debug_fast(
     _args: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     unsafe {
-        let py = Python::assume_gil_acquired();
+        let py = Python::assume_attached();
         let flag = if loop_of(py, &slf).debug() {
             ffi::Py_True()
         } else {
@@ -1975,17 +1887,18 @@ unsafe extern "C" fn time_fast(
 }
 
 /// `create_future()`: without PyO3's entry bookkeeping while the loop runs on this
-/// thread, with it otherwise.
+/// thread, inside `Python::attach` otherwise.
 unsafe extern "C" fn create_future_fast(
     slf: *mut ffi::PyObject,
     args: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     unsafe {
-        let py = Python::assume_gil_acquired();
+        let py = Python::assume_attached();
         if loop_of(py, &slf).runs_here() {
             guarded(py, || create_future_impl(py, slf))
         } else {
-            pyo3::impl_::trampoline::noargs(slf, args, create_future_impl)
+            let _ = args;
+            Python::attach(|py| guarded(py, || create_future_impl(py, slf)))
         }
     }
 }
@@ -1997,7 +1910,7 @@ unsafe fn create_future_impl(
     py: Python<'_>,
     slf: *mut ffi::PyObject,
 ) -> PyResult<*mut ffi::PyObject> {
-    let slf = unsafe { bound_ref(py, &slf).downcast_unchecked::<LoopCore>() };
+    let slf = unsafe { bound_ref(py, &slf).cast_unchecked::<LoopCore>() };
     LoopCore::new_future(slf).map(Bound::into_ptr)
 }
 
@@ -2081,7 +1994,7 @@ impl FastCall {
             &Bound<'py, PyAny>,
             &Bound<'py, PyAny>,
             Args,
-            Option<PyObject>,
+            Option<Py<PyAny>>,
         ) -> PyResult<*mut ffi::PyObject>,
     ) -> *mut ffi::PyObject {
         let FastCall {
@@ -2091,7 +2004,7 @@ impl FastCall {
             kwnames,
         } = self;
         unsafe {
-            let py = Python::assume_gil_acquired();
+            let py = Python::assume_attached();
             let fallback = || generic.call(py, slf, args, nargsf, kwnames);
             if !loop_of(py, &slf).runs_here_plain() {
                 return fallback();
@@ -2108,7 +2021,7 @@ impl FastCall {
                 return fallback();
             };
             guarded(py, || {
-                let lp = bound_ref(py, &slf).downcast_unchecked::<LoopCore>();
+                let lp = bound_ref(py, &slf).cast_unchecked::<LoopCore>();
                 let first = bound_ref(py, &*args);
                 let callback = bound_ref(py, &*args.offset(lead));
                 let rest = args_of(py, args.offset(lead + 1), nargs - lead - 1)?;
@@ -2129,7 +2042,7 @@ unsafe extern "C" fn create_task_fast(
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     unsafe {
-        let py = Python::assume_gil_acquired();
+        let py = Python::assume_attached();
         let nargs = ffi::PyVectorcall_NARGS(nargsf as usize);
         let lp = loop_of(py, &slf);
         if !kwnames.is_null() && !lp.py311 && names_context(py, kwnames) {
@@ -2144,7 +2057,7 @@ unsafe extern "C" fn create_task_fast(
             return CREATE_TASK_GENERIC.call(py, slf, args, nargsf, kwnames);
         }
         guarded(py, || {
-            let lp = bound_ref(py, &slf).downcast_unchecked::<LoopCore>();
+            let lp = bound_ref(py, &slf).cast_unchecked::<LoopCore>();
             LoopCore::create_task(lp, bound_ref(py, &*args), None, None).map(Bound::into_ptr)
         })
     }
@@ -2175,9 +2088,7 @@ unsafe fn args_of(
             let item = *args.offset(i);
             ffi::PyTuple_SET_ITEM(tuple.as_ptr(), i, ffi::Py_NewRef(item));
         }
-        Ok(Args::Tuple(
-            tuple.downcast_into_unchecked::<PyTuple>().unbind(),
-        ))
+        Ok(Args::Tuple(tuple.cast_into_unchecked::<PyTuple>().unbind()))
     }
 }
 

@@ -55,7 +55,7 @@ pub fn release(obj: &Bound<'_, PyAny>) {
         return;
     }
     track(p);
-    if let Ok(handle) = obj.downcast::<Handle>() {
+    if let Ok(handle) = obj.cast::<Handle>() {
         if let Some(slots) = handle.get().slots.peek() {
             if let Some(context) = &slots.context {
                 track(context.as_ptr());
@@ -88,7 +88,7 @@ fn held_hidden(obj: *mut ffi::PyObject) -> bool {
 }
 
 /// Visit what `obj` refers to (its type's `tp_traverse`), as references of the caller's.
-fn visit_inside(visit: &PyVisit<'_>, obj: &PyObject) -> Result<(), PyTraverseError> {
+fn visit_inside(visit: &PyVisit<'_>, obj: &Py<PyAny>) -> Result<(), PyTraverseError> {
     struct Forward<'a, 'b> {
         visit: &'a PyVisit<'b>,
         failed: Option<PyTraverseError>,
@@ -101,8 +101,8 @@ fn visit_inside(visit: &PyVisit<'_>, obj: &PyObject) -> Result<(), PyTraverseErr
         // object, wrapped without a reference count change and never dropped.
         unsafe {
             let f = &mut *arg.cast::<Forward<'_, '_>>();
-            let py = Python::assume_gil_acquired();
-            let obj = std::mem::ManuallyDrop::new(Py::<PyAny>::from_owned_ptr(py, obj));
+            let py = Python::assume_attached();
+            let obj = std::mem::ManuallyDrop::new(Bound::from_owned_ptr(py, obj).unbind());
             match f.visit.call(&*obj) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -143,13 +143,13 @@ fn track(obj: *mut ffi::PyObject) {
 /// go of a handle someone else holds (`release`), and before the handle drops it (a
 /// context must be tracked when it is freed). A caller's context is never hidden.
 #[inline(always)]
-fn own_context(py: Python<'_>) -> PyResult<PyObject> {
+fn own_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     let context = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? };
     Ok(context.unbind())
 }
 
 /// Drop a handle's context (see `own_context`).
-fn drop_context(py: Python<'_>, context: PyObject) {
+fn drop_context(py: Python<'_>, context: Py<PyAny>) {
     track(context.as_ptr());
     drop(context.into_bound(py));
 }
@@ -169,7 +169,7 @@ fn visit_slot<T>(visit: &PyVisit<'_>, slot: &Option<Py<T>>) -> Result<(), PyTrav
 pub enum Args {
     /// `()` (the empty tuple is a singleton, so nothing to keep).
     Empty,
-    One(PyObject),
+    One(Py<PyAny>),
     Tuple(Py<PyTuple>),
 }
 
@@ -271,15 +271,7 @@ unsafe fn vectorcall(
             if let Some(func) = *slot.cast::<Option<ffi::vectorcallfunc>>() {
                 let result = func(callable, args, nargsf, std::ptr::null_mut());
                 if result.is_null() || !ffi::PyErr_Occurred().is_null() {
-                    // A NULL without an exception, or a result with one: CPython's own
-                    // check makes the SystemError it makes for any call.
-                    let tstate = ffi::PyThreadState_Get();
-                    return ffi::_Py_CheckFunctionResult(
-                        tstate,
-                        callable,
-                        result,
-                        std::ptr::null(),
-                    );
+                    return check_result(callable, result);
                 }
                 return result;
             }
@@ -288,17 +280,72 @@ unsafe fn vectorcall(
     }
 }
 
+/// A vectorcall's result that is NULL or came with an exception set: the `SystemError`
+/// CPython makes for any call that breaks the protocol (a NULL without an exception, a
+/// result with one), else the result as it is.
+///
+/// # Safety
+/// The GIL is held; `callable` is live; `result` is NULL or a new reference.
+#[cold]
+#[inline(never)]
+unsafe fn check_result(
+    callable: *mut ffi::PyObject,
+    result: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    unsafe {
+        let py = Python::assume_attached();
+        let no_error = ffi::PyErr_Occurred().is_null();
+        if result.is_null() {
+            if no_error {
+                let callable = Bound::from_borrowed_ptr(py, callable);
+                let err = pyo3::exceptions::PySystemError::new_err(format!(
+                    "{} returned NULL without setting an exception",
+                    repr_or_type(&callable)
+                ));
+                err.restore(py);
+            }
+            return std::ptr::null_mut();
+        }
+        if no_error {
+            return result;
+        }
+        ffi::Py_DECREF(result);
+        let cause = PyErr::take(py);
+        let callable = Bound::from_borrowed_ptr(py, callable);
+        let err = pyo3::exceptions::PySystemError::new_err(format!(
+            "{} returned a result with an exception set",
+            repr_or_type(&callable)
+        ));
+        err.set_cause(py, cause);
+        err.restore(py);
+        std::ptr::null_mut()
+    }
+}
+
+/// `repr(obj)`, or its type's name if that fails (the failure dropped).
+fn repr_or_type(obj: &Bound<'_, PyAny>) -> String {
+    match obj.repr() {
+        Ok(r) => r.to_string(),
+        Err(_) => format!(
+            "<{} object>",
+            obj.get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string())
+        ),
+    }
+}
+
 /// The objects a handle holds. All empty only while the handle waits in its loop's free
 /// list (see `Handle::empty_for_reuse`); a cancelled handle has no callback or arguments.
 #[derive(Default)]
 pub struct Slots {
-    callback: Option<PyObject>,
+    callback: Option<Py<PyAny>>,
     args: Option<Args>,
-    context: Option<PyObject>,
+    context: Option<Py<PyAny>>,
     /// `context` is the handle's own copy (see `own_context`), not the caller's.
     own_context: bool,
     loop_: Option<Py<LoopCore>>,
-    source_traceback: Option<PyObject>,
+    source_traceback: Option<Py<PyAny>>,
 }
 
 impl Slots {
@@ -307,9 +354,9 @@ impl Slots {
     #[inline(always)]
     pub fn new(
         py: Python<'_>,
-        callback: PyObject,
+        callback: Py<PyAny>,
         args: Args,
-        context: Option<PyObject>,
+        context: Option<Py<PyAny>>,
         loop_: Py<LoopCore>,
         trace_depth: Option<u32>,
     ) -> PyResult<Slots> {
@@ -358,7 +405,7 @@ impl Drop for Slots {
             }
         }
         // SAFETY: see above.
-        let py = unsafe { Python::assume_gil_acquired() };
+        let py = unsafe { Python::assume_attached() };
         now(py, &mut self.callback);
         if let Some(args) = self.args.take() {
             args.release(py);
@@ -509,7 +556,7 @@ impl Handle {
         }
     }
 
-    fn source_traceback(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn source_traceback(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(match self.slots.try_ref()?.source_traceback.as_ref() {
             Some(t) => t.clone_ref(py),
             None => py.None(),
@@ -517,7 +564,7 @@ impl Handle {
     }
 
     /// The context, handed out: tracked from now on (see `own_context`).
-    fn context_of(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn context_of(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(match self.slots.try_ref()?.context.as_ref() {
             Some(c) => {
                 track(c.as_ptr());
@@ -652,7 +699,7 @@ impl Handle {
         if h.is_cancelled() {
             info.push("cancelled".to_string());
         }
-        if let Ok(timer) = slf.downcast::<TimerHandle>() {
+        if let Ok(timer) = slf.cast::<TimerHandle>() {
             let when = PyFloat::new(py, timer.get().when_value())
                 .repr()?
                 .to_string();
@@ -668,7 +715,7 @@ impl Handle {
             slots.callback.as_ref().map(|c| (c.clone_ref(py), args))
         };
         if let Some((cb, args)) = cb_args {
-            let args: PyObject = match args {
+            let args: Py<PyAny> = match args {
                 Some(a) => a.into_any().unbind(),
                 None => py.None(),
             };
@@ -702,7 +749,7 @@ impl Handle {
         self.is_cancelled()
     }
 
-    fn get_context(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn get_context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.context_of(py)
     }
 
@@ -716,7 +763,7 @@ impl Handle {
     }
 
     #[getter]
-    fn _callback(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _callback(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(match self.slots.try_ref()?.callback.as_ref() {
             Some(c) => c.clone_ref(py),
             None => py.None(),
@@ -724,7 +771,7 @@ impl Handle {
     }
 
     #[getter]
-    fn _args(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _args(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(match self.slots.try_mut()?.args.as_mut() {
             Some(a) => a.as_tuple(py)?.into_any().unbind(),
             None => py.None(),
@@ -732,7 +779,7 @@ impl Handle {
     }
 
     #[getter]
-    fn _context(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.context_of(py)
     }
 
@@ -742,7 +789,7 @@ impl Handle {
     }
 
     #[getter]
-    fn _source_traceback(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _source_traceback(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.source_traceback(py)
     }
 
@@ -833,9 +880,9 @@ impl TimerHandle {
         slf: &Bound<'_, Self>,
         other: &Bound<'_, PyAny>,
         op: CompareOp,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let Ok(other) = other.downcast::<TimerHandle>() else {
+        let Ok(other) = other.cast::<TimerHandle>() else {
             return Ok(py.NotImplemented());
         };
         let (a, b) = (slf.get().when_value(), other.get().when_value());
@@ -862,7 +909,8 @@ impl TimerHandle {
 
 /// Replace `Handle.cancel` and `TimerHandle.cancel` by `METH_NOARGS` entries that skip
 /// PyO3's bookkeeping while the handle's loop runs on the calling thread (see
-/// `event_loop::guarded`); otherwise they run inside PyO3's entry as before.
+/// `event_loop::guarded`); otherwise inside `Python::attach`, which counts the thread as
+/// attached for PyO3 (a `Py` dropped inside is released at once).
 pub fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
     install_cancel(&py.get_type::<Handle>(), cancel_fast::<Handle>)?;
     install_cancel(&py.get_type::<TimerHandle>(), cancel_fast::<TimerHandle>)
@@ -905,8 +953,8 @@ impl Cancel for TimerHandle {
     }
 }
 
-/// `cancel()` of a `T`: by `guarded` when the handle's loop runs here, else in PyO3's
-/// entry.
+/// `cancel()` of a `T`: by `guarded` when the handle's loop runs here, else inside
+/// `Python::attach`.
 unsafe extern "C" fn cancel_fast<T: Cancel>(
     slf: *mut ffi::PyObject,
     args: *mut ffi::PyObject,
@@ -917,17 +965,18 @@ unsafe extern "C" fn cancel_fast<T: Cancel>(
         py: Python<'_>,
         slf: *mut ffi::PyObject,
     ) -> PyResult<*mut ffi::PyObject> {
-        let handle = unsafe { crate::event_loop::bound_ref(py, &slf).downcast_unchecked::<T>() };
+        let handle = unsafe { crate::event_loop::bound_ref(py, &slf).cast_unchecked::<T>() };
         T::cancel_it(handle)?;
         Ok(unsafe { ffi::Py_NewRef(ffi::Py_None()) })
     }
     unsafe {
-        let py = Python::assume_gil_acquired();
-        let handle = crate::event_loop::bound_ref(py, &slf).downcast_unchecked::<T>();
+        let py = Python::assume_attached();
+        let handle = crate::event_loop::bound_ref(py, &slf).cast_unchecked::<T>();
         if T::loop_runs_here(handle) {
             crate::event_loop::guarded(py, || body::<T>(py, slf))
         } else {
-            pyo3::impl_::trampoline::noargs(slf, args, body::<T>)
+            let _ = args;
+            Python::attach(|py| crate::event_loop::guarded(py, || body::<T>(py, slf)))
         }
     }
 }

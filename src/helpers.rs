@@ -5,20 +5,20 @@
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 
 pub struct Helpers {
     /// `(callback, args, debug) -> str`, as `format_helpers._format_callback_source`.
-    pub format_callback_source: PyObject,
+    pub format_callback_source: Py<PyAny>,
     /// `() -> list`, the caller's stack as `format_helpers.extract_stack` returns it.
-    pub extract_stack: PyObject,
+    pub extract_stack: Py<PyAny>,
     /// `(callback, method_name) -> None`, raising the stock `TypeError`s (debug mode).
-    pub check_callback: PyObject,
+    pub check_callback: Py<PyAny>,
     /// `(handle, seconds) -> None`: log a slow callback (debug mode).
-    pub log_slow_callback: PyObject,
+    pub log_slow_callback: Py<PyAny>,
 }
 
-static HELPERS: GILOnceCell<Helpers> = GILOnceCell::new();
+static HELPERS: PyOnceLock<Helpers> = PyOnceLock::new();
 
 pub fn get(py: Python<'_>) -> PyResult<&Helpers> {
     HELPERS
@@ -29,10 +29,10 @@ pub fn get(py: Python<'_>) -> PyResult<&Helpers> {
 #[pyfunction]
 pub fn _set_helpers(
     py: Python<'_>,
-    format_callback_source: PyObject,
-    extract_stack: PyObject,
-    check_callback: PyObject,
-    log_slow_callback: PyObject,
+    format_callback_source: Py<PyAny>,
+    extract_stack: Py<PyAny>,
+    check_callback: Py<PyAny>,
+    log_slow_callback: Py<PyAny>,
 ) -> PyResult<()> {
     let _ = HELPERS.set(
         py,

@@ -1,11 +1,13 @@
 //! The `oxloop._oxloop` extension module: registers the loop core and handle types.
 
+mod capi;
 mod cell;
 mod entries;
 mod errors;
 mod event_loop;
 mod handles;
 mod helpers;
+mod module_attr;
 mod poll;
 mod signals;
 mod sock;
@@ -21,7 +23,9 @@ mod wbuf;
 
 use pyo3::prelude::*;
 
-#[pymodule]
+// The loop core relies on the GIL for exclusion (see `cell.rs`): it declares that it
+// uses it, so a free-threaded interpreter turns the GIL on when oxloop is imported.
+#[pymodule(gil_used = true)]
 fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::LoopCore>()?;
     event_loop::install_fast_paths(m.py())?;

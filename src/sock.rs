@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyFloat, PyInt, PyTuple, PyType};
 use pyo3::{ffi, intern, PyTraverseError, PyVisit};
 
@@ -24,7 +24,7 @@ use crate::handles::Handle;
 use crate::transport::{with_read_buf, MAX_READ};
 use crate::wbuf::os_error;
 
-static SOCKET_TYPE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+static SOCKET_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// The fd of `sock` if the fast path may stand in for its methods: not in debug mode
 /// (its checks are Python's), exactly `socket.socket`, timeout 0 (so its methods never
@@ -38,7 +38,7 @@ fn plain_fd(lp: &Bound<'_, LoopCore>, sock: &Bound<'_, PyAny>) -> PyResult<Optio
         Ok::<_, PyErr>(
             py.import("socket")?
                 .getattr("socket")?
-                .downcast_into::<PyType>()?
+                .cast_into::<PyType>()?
                 .unbind(),
         )
     })?;
@@ -46,7 +46,7 @@ fn plain_fd(lp: &Bound<'_, LoopCore>, sock: &Bound<'_, PyAny>) -> PyResult<Optio
         return Ok(None);
     }
     let timeout = sock.call_method0(intern!(py, "gettimeout"))?;
-    match timeout.downcast::<PyFloat>() {
+    match timeout.cast::<PyFloat>() {
         Ok(t) if t.value() == 0.0 => {}
         _ => return Ok(None),
     }
@@ -120,7 +120,7 @@ fn recv_fresh<'py>(py: Python<'py>, fd: RawFd, n: usize) -> PyResult<Outcome<Bou
                 return other.map(|_| Outcome::WouldBlock);
             }
         };
-        if got != n && ffi::_PyBytes_Resize(&mut obj, got as ffi::Py_ssize_t) != 0 {
+        if got != n && crate::capi::_PyBytes_Resize(&mut obj, got as ffi::Py_ssize_t) != 0 {
             return Err(PyErr::fetch(py));
         }
         Ok(Outcome::Done(Bound::from_owned_ptr(py, obj)))
@@ -151,8 +151,8 @@ enum Op {
 #[pyclass(module = "oxloop._oxloop", frozen)]
 pub struct SockWaiter {
     core: Py<LoopCore>,
-    fut: PyObject,
-    sock: PyObject,
+    fut: Py<PyAny>,
+    sock: Py<PyAny>,
     fd: RawFd,
     writer: bool,
     op: Op,
@@ -293,7 +293,7 @@ impl SockWaiter {
 
 /// A non-negative exact int that fits a `Py_ssize_t`, else None.
 fn size_arg(n: &Bound<'_, PyAny>) -> Option<usize> {
-    let n = n.downcast_exact::<PyInt>().ok()?.extract::<isize>().ok()?;
+    let n = n.cast_exact::<PyInt>().ok()?.extract::<isize>().ok()?;
     usize::try_from(n).ok()
 }
 
@@ -324,7 +324,7 @@ pub fn _sock_sendall<'py>(
     data: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = lp.py();
-    let (Ok(bytes), Some(fd)) = (data.downcast_exact::<PyBytes>(), plain_fd(lp, sock)?) else {
+    let (Ok(bytes), Some(fd)) = (data.cast_exact::<PyBytes>(), plain_fd(lp, sock)?) else {
         return Ok(py.NotImplemented().into_bound(py));
     };
     let buf = bytes.as_bytes();

@@ -14,7 +14,7 @@ pub enum Addr {
     /// An IPv4 address and port: `(str(ip), port)`.
     V4([u8; 4], u16),
     /// Any other value, kept as given.
-    Obj(PyObject),
+    Obj(Py<PyAny>),
 }
 
 impl Addr {
@@ -46,7 +46,7 @@ impl Addr {
     }
 
     /// The Python value.
-    pub fn value(&self, py: Python<'_>) -> PyResult<PyObject> {
+    pub fn value(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(match self {
             Addr::Missing => py.None(),
             Addr::V4(ip, port) => (Ipv4Addr::from(*ip).to_string(), *port)

@@ -13,7 +13,7 @@ use std::os::fd::RawFd;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{intern, Borrowed, PyTraverseError, PyVisit};
 
@@ -28,12 +28,12 @@ use crate::sockaddr::Addr;
 use crate::tls::TlsProtocol;
 use crate::transport::{
     log_fatal_os_error, logger, loop_core, loop_object, notify_flow, read_bytes, recycle_bytes,
-    report, FlowChange, FlowControl, Limits, DEFAULT_HIGH, LOG_THRESHOLD_FOR_CONNLOST_WRITES,
-    MAX_READ,
+    report, FlowChange, FlowControl, Limits, Links, DEFAULT_HIGH,
+    LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
 };
 use crate::wbuf::{is_retry, os_error, send_once, ByteView, Sink, WriteQueue};
 
-static BUFFERED_PROTOCOL: GILOnceCell<PyObject> = GILOnceCell::new();
+static BUFFERED_PROTOCOL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn is_buffered(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = protocol.py();
@@ -47,7 +47,7 @@ fn is_buffered(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
     protocol.is_instance(cls.bind(py))
 }
 
-static TRANSPORT_SOCKET: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+static TRANSPORT_SOCKET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// The extra info of an IPv4 socket, kept compact: `socket` is made when asked for, and
 /// the addresses were taken at construction, as stock.
@@ -95,7 +95,11 @@ impl LazyExtra {
         })
     }
 
-    fn build<'py>(&self, py: Python<'py>, sock: Option<&PyObject>) -> PyResult<Bound<'py, PyDict>> {
+    fn build<'py>(
+        &self,
+        py: Python<'py>,
+        sock: Option<&Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         if self.peer_first {
             d.set_item("peername", self.peername.value(py)?)?;
@@ -124,13 +128,13 @@ enum Kind {
 
 struct State {
     loop_: Option<Py<LoopCore>>,
-    sock: Option<PyObject>,
-    protocol: Option<PyObject>,
-    server: Option<PyObject>,
+    sock: Option<Py<PyAny>>,
+    protocol: Option<Py<PyAny>>,
+    server: Option<Py<PyAny>>,
     extra: Option<Py<PyDict>>,
     /// A TCP socket's extra info until someone asks for it (then `extra`).
     lazy: Option<LazyExtra>,
-    empty_waiter: Option<PyObject>,
+    empty_waiter: Option<Py<PyAny>>,
     buffered: bool,
     protocol_connected: bool,
     conn_lost: u32,
@@ -297,7 +301,7 @@ impl StreamTransport {
         slf: &Bound<'_, Self>,
         core: &Bound<'_, LoopCore>,
         writer: bool,
-        context: PyObject,
+        context: Py<PyAny>,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let cb = slf.getattr(Self::handler_name(py, writer))?;
@@ -312,7 +316,7 @@ impl StreamTransport {
         Py::new(py, Handle::with_slots(slots))
     }
 
-    fn call_soon(slf: &Bound<'_, Self>, method: &Bound<'_, PyAny>, arg: PyObject) -> PyResult<()> {
+    fn call_soon(slf: &Bound<'_, Self>, method: &Bound<'_, PyAny>, arg: Py<PyAny>) -> PyResult<()> {
         let core = slf.get().core(slf.py())?;
         let args = PyTuple::new(slf.py(), [arg])?;
         LoopCore::soon(&core, method, args)
@@ -358,7 +362,7 @@ impl StreamTransport {
     }
 
     /// The loop and the protocol, for calls made without the state borrowed.
-    fn links(&self, py: Python<'_>) -> PyResult<(Option<PyObject>, Option<PyObject>)> {
+    fn links(&self, py: Python<'_>) -> PyResult<Links> {
         let st = self.st.try_ref()?;
         Ok((
             loop_object(py, &st.loop_),
@@ -366,7 +370,7 @@ impl StreamTransport {
         ))
     }
 
-    fn force_close(slf: &Bound<'_, Self>, exc: Option<PyObject>) -> PyResult<()> {
+    fn force_close(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let (had_buffer, was_closing) = {
@@ -813,7 +817,7 @@ impl StreamTransport {
         Ok(())
     }
 
-    fn call_connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
+    fn call_connection_lost(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         // Nothing may watch the fd once it is closed below.
@@ -857,7 +861,7 @@ impl StreamTransport {
             )
         };
         if let Some(lp) = &lp {
-            if let Ok(core) = lp.bind(py).downcast::<LoopCore>() {
+            if let Ok(core) = lp.bind(py).cast::<LoopCore>() {
                 core.get().note_transport(-1);
                 core.get().release_fd(this.fd);
             }
@@ -894,10 +898,10 @@ impl StreamTransport {
         protocol: &Bound<'_, PyAny>,
         kind: u8,
         extra: Option<Bound<'_, PyDict>>,
-        server: Option<PyObject>,
+        server: Option<Py<PyAny>>,
         lazy_extra: bool,
     ) -> PyResult<Self> {
-        let core = loop_.downcast::<LoopCore>()?;
+        let core = loop_.cast::<LoopCore>()?;
         let fd: RawFd = sock.call_method0("fileno")?.extract()?;
         let kind = match kind {
             0 => Kind::Socket,
@@ -1075,7 +1079,7 @@ impl StreamTransport {
         Self::fatal_error(slf, PyErr::from_value(exc.clone()), message)
     }
 
-    fn _force_close(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
+    fn _force_close(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
         let exc = if exc.is_none(slf.py()) {
             None
         } else {
@@ -1084,7 +1088,7 @@ impl StreamTransport {
         Self::force_close(slf, exc)
     }
 
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
         Self::call_connection_lost(slf, exc)
     }
 
@@ -1135,7 +1139,7 @@ impl StreamTransport {
         Ok(())
     }
 
-    fn get_protocol(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn get_protocol(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(self
             .st
             .try_ref()?
@@ -1149,8 +1153,8 @@ impl StreamTransport {
         &self,
         py: Python<'_>,
         name: &Bound<'_, PyAny>,
-        default: Option<PyObject>,
-    ) -> PyResult<PyObject> {
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         if let Some(extra) = self.extra_dict(py)? {
             if let Some(v) = extra.get_item(name)? {
                 return Ok(v.unbind());
@@ -1168,7 +1172,7 @@ impl StreamTransport {
         Ok(self.st.try_ref()?.wbuf.len())
     }
 
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         self.st.try_ref()?.flow.limits(py)
     }
 
@@ -1187,7 +1191,7 @@ impl StreamTransport {
     }
 
     /// For sendfile: a future done once everything queued is written.
-    fn _make_empty_waiter(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _make_empty_waiter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut st = self.st.try_mut()?;
         if st.empty_waiter.is_some() {
             return Err(PyRuntimeError::new_err("Empty waiter is already set"));
@@ -1210,7 +1214,7 @@ impl StreamTransport {
     }
 
     #[getter]
-    fn _sock(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+    fn _sock(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         Ok(self.st.try_ref()?.sock.as_ref().map(|s| s.clone_ref(py)))
     }
 
@@ -1220,17 +1224,17 @@ impl StreamTransport {
     }
 
     #[getter]
-    fn _loop(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+    fn _loop(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         Ok(loop_object(py, &self.st.try_ref()?.loop_))
     }
 
     #[getter]
-    fn _protocol(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _protocol(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.get_protocol(py)
     }
 
     #[getter]
-    fn _server(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+    fn _server(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         Ok(self.st.try_ref()?.server.as_ref().map(|s| s.clone_ref(py)))
     }
 
@@ -1312,8 +1316,8 @@ impl StreamTransport {
 }
 
 /// The methods as PyO3 generated them, for the calls the direct entries leave to them.
-static WRITE_GENERIC: GILOnceCell<PyObject> = GILOnceCell::new();
-static IS_CLOSING_GENERIC: GILOnceCell<PyObject> = GILOnceCell::new();
+static WRITE_GENERIC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static IS_CLOSING_GENERIC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Replace the two transport methods a protocol calls per message by direct entries
 /// (no PyO3 trampoline, argument parser or second type check):
@@ -1425,16 +1429,16 @@ unsafe extern "C" fn write_fast(
         guarded(|| {
             // The method descriptor checked that `slf` is a StreamTransport; the GIL is
             // held.
-            let py = Python::assume_gil_acquired();
+            let py = Python::assume_attached();
             let data = Borrowed::from_ptr(py, *args);
             let any = Borrowed::from_ptr(py, slf);
-            let this = any.downcast_unchecked::<StreamTransport>();
+            let this = any.cast_unchecked::<StreamTransport>();
             match this.get().write_now(&data) {
                 Attempt::Done => ffi::Py_NewRef(ffi::Py_None()),
                 Attempt::Generic => call_generic(&WRITE_GENERIC, slf, args, nargsf, kwnames),
-                Attempt::Rest(first) => Python::with_gil(|py| {
+                Attempt::Rest(first) => Python::attach(|py| {
                     let r = ByteView::new(&data).and_then(|view| {
-                        StreamTransport::write_rest(this, &data, view.as_slice(), Some(first))
+                        StreamTransport::write_rest(&this, &data, view.as_slice(), Some(first))
                     });
                     into_ptr(py, r.map(|()| py.None()))
                 }),
@@ -1453,9 +1457,9 @@ unsafe extern "C" fn is_closing_fast(
         guarded(|| {
             // The method descriptor checked that `slf` is a StreamTransport; the GIL is
             // held.
-            let py = Python::assume_gil_acquired();
+            let py = Python::assume_attached();
             let any = Borrowed::from_ptr(py, slf);
-            let this = any.downcast_unchecked::<StreamTransport>();
+            let this = any.cast_unchecked::<StreamTransport>();
             let closing = this.get().st.peek().map(|st| st.closing);
             match closing {
                 Some(true) => ffi::Py_NewRef(ffi::Py_True()),

@@ -17,7 +17,7 @@ use pyo3::exceptions::{
 };
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::{intern, IntoPyObjectExt, PyTraverseError, PyVisit};
 
@@ -39,16 +39,16 @@ const HIGH_WATER_SSL_WRITE_KB: i64 = 512;
 
 /// The `ssl` and `asyncio` classes the state machine tells errors apart by.
 struct Classes {
-    want_read: PyObject,
-    syscall: PyObject,
-    ssl_error: PyObject,
-    cert_error: PyObject,
-    cancelled: PyObject,
-    buffered_protocol: PyObject,
-    ssl_object: PyObject,
+    want_read: Py<PyAny>,
+    syscall: Py<PyAny>,
+    ssl_error: Py<PyAny>,
+    cert_error: Py<PyAny>,
+    cancelled: Py<PyAny>,
+    buffered_protocol: Py<PyAny>,
+    ssl_object: Py<PyAny>,
 }
 
-static CLASSES: GILOnceCell<Classes> = GILOnceCell::new();
+static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
 
 fn classes(py: Python<'_>) -> PyResult<&Classes> {
     CLASSES.get_or_try_init(py, || {
@@ -112,20 +112,20 @@ fn none_attr(name: &str) -> PyErr {
 /// only by the thread holding the GIL.
 struct SharedBuf {
     ptr: *mut u8,
-    view: PyObject,
+    view: Py<PyAny>,
 }
 
 // SAFETY: the memory is leaked (lives for the process) and only touched with the GIL held.
 unsafe impl Send for SharedBuf {}
 unsafe impl Sync for SharedBuf {}
 
-static IN_BUF: GILOnceCell<SharedBuf> = GILOnceCell::new();
-static OUT_BUF: GILOnceCell<SharedBuf> = GILOnceCell::new();
+static IN_BUF: PyOnceLock<SharedBuf> = PyOnceLock::new();
+static OUT_BUF: PyOnceLock<SharedBuf> = PyOnceLock::new();
 /// Whether OUT_BUF is being read into (a TLS callback that runs Python code during a
 /// read could start another read): the second one takes the stock path.
 static OUT_BUSY: GilCell<bool> = GilCell::new(false);
 
-fn shared_buf<'a>(py: Python<'_>, cell: &'a GILOnceCell<SharedBuf>) -> PyResult<&'a SharedBuf> {
+fn shared_buf<'a>(py: Python<'_>, cell: &'a PyOnceLock<SharedBuf>) -> PyResult<&'a SharedBuf> {
     cell.get_or_try_init(py, || {
         // Page-aligned, as the transports' read buffer (the kernel copies into it).
         let layout = std::alloc::Layout::from_size_align(MAX_SIZE, 4096)
@@ -158,14 +158,14 @@ fn resize_bytes(obj: Bound<'_, PyAny>, size: usize) -> PyResult<Bound<'_, PyAny>
     // SAFETY: `p` is a bytes with a reference count of one, which we own; on failure
     // _PyBytes_Resize frees it and sets p to NULL.
     unsafe {
-        if ffi::_PyBytes_Resize(&mut p, size as ffi::Py_ssize_t) != 0 {
+        if crate::capi::_PyBytes_Resize(&mut p, size as ffi::Py_ssize_t) != 0 {
             return Err(PyErr::fetch(py));
         }
         Ok(Bound::from_owned_ptr(py, p))
     }
 }
 
-static MAX_SIZE_INT: GILOnceCell<PyObject> = GILOnceCell::new();
+static MAX_SIZE_INT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// `MAX_SIZE` as a Python int, made once (it is past the small ints CPython keeps).
 fn max_size_int(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
@@ -226,40 +226,40 @@ enum AppState {
 /// The `ssl._SSLSocket` under an exact `ssl.SSLObject`: its bound methods, called
 /// without the Python wrapper (which only forwards to them).
 struct Fast {
-    read: PyObject,
-    write: PyObject,
-    pending: PyObject,
+    read: Py<PyAny>,
+    write: Py<PyAny>,
+    pending: Py<PyAny>,
 }
 
 struct Tls {
-    loop_: PyObject,
-    app_protocol: Option<PyObject>,
-    app_get_buffer: Option<PyObject>,
-    app_buffer_updated: Option<PyObject>,
+    loop_: Py<PyAny>,
+    app_protocol: Option<Py<PyAny>>,
+    app_get_buffer: Option<Py<PyAny>>,
+    app_buffer_updated: Option<Py<PyAny>>,
     app_is_buffer: bool,
     app_transport: Option<Py<TlsTransport>>,
     app_transport_created: bool,
-    transport: Option<PyObject>,
-    waiter: Option<PyObject>,
+    transport: Option<Py<PyAny>>,
+    waiter: Option<Py<PyAny>>,
     extra: Py<PyDict>,
-    sslcontext: PyObject,
+    sslcontext: Py<PyAny>,
     server_side: bool,
-    server_hostname: PyObject,
-    handshake_timeout: PyObject,
-    shutdown_timeout: PyObject,
-    handshake_start: Option<PyObject>,
-    handshake_handle: Option<PyObject>,
-    shutdown_handle: Option<PyObject>,
-    incoming: PyObject,
-    outgoing: PyObject,
-    incoming_write: PyObject,
-    outgoing_read: PyObject,
-    sslobj: PyObject,
+    server_hostname: Py<PyAny>,
+    handshake_timeout: Py<PyAny>,
+    shutdown_timeout: Py<PyAny>,
+    handshake_start: Option<Py<PyAny>>,
+    handshake_handle: Option<Py<PyAny>>,
+    shutdown_handle: Option<Py<PyAny>>,
+    incoming: Py<PyAny>,
+    outgoing: Py<PyAny>,
+    incoming_write: Py<PyAny>,
+    outgoing_read: Py<PyAny>,
+    sslobj: Py<PyAny>,
     fast: Option<Fast>,
     state: State,
     app_state: AppState,
     conn_lost: u32,
-    backlog: VecDeque<PyObject>,
+    backlog: VecDeque<Py<PyAny>>,
     write_buffer_size: i64,
     ssl_writing_paused: bool,
     app_reading_paused: bool,
@@ -279,7 +279,7 @@ struct Tls {
     /// may share `IN_BUF`. Any other transport reads into `own_in`.
     shared_in: bool,
     /// This protocol's own read buffer (a memoryview of a `bytearray`), made on first use.
-    own_in: Option<PyObject>,
+    own_in: Option<Py<PyAny>>,
 }
 
 /// Water marks as integers the sizes compare against as against the given ones (stock:
@@ -287,7 +287,7 @@ struct Tls {
 struct Marks {
     high: i64,
     low: i64,
-    given: Option<Box<(PyObject, PyObject)>>,
+    given: Option<Box<(Py<PyAny>, Py<PyAny>)>>,
 }
 
 impl Marks {
@@ -317,7 +317,7 @@ impl Marks {
     }
 
     /// `(low, high)` as the `get_*_buffer_limits` of stock return them.
-    fn tuple(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
+    fn tuple(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         limits_tuple(py, self.high as usize, self.low as usize, &self.given)
     }
 }
@@ -400,9 +400,9 @@ impl TlsProtocol {
     fn sslobj_method(
         &self,
         py: Python<'_>,
-        fast: fn(&Fast) -> &PyObject,
+        fast: fn(&Fast) -> &Py<PyAny>,
         name: &Bound<'_, pyo3::types::PyString>,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         let sslobj = {
             let st = self.st.try_ref()?;
             if let Some(f) = &st.fast {
@@ -417,8 +417,8 @@ impl TlsProtocol {
         &self,
         py: Python<'_>,
         cb: &Bound<'_, PyAny>,
-        args: Vec<PyObject>,
-    ) -> PyResult<PyObject> {
+        args: Vec<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let mut all = vec![cb.clone().unbind()];
         all.extend(args);
         Ok(self
@@ -427,9 +427,9 @@ impl TlsProtocol {
             .unbind())
     }
 
-    fn log_debug(slf: &Bound<'_, Self>, fmt: &str, args: Vec<PyObject>) -> PyResult<()> {
+    fn log_debug(slf: &Bound<'_, Self>, fmt: &str, args: Vec<Py<PyAny>>) -> PyResult<()> {
         let py = slf.py();
-        let mut all: Vec<PyObject> = vec![fmt.into_py_any(py)?, slf.clone().into_any().unbind()];
+        let mut all: Vec<Py<PyAny>> = vec![fmt.into_py_any(py)?, slf.clone().into_any().unbind()];
         all.extend(args);
         logger(py)?.call_method1("debug", PyTuple::new(py, all)?)?;
         Ok(())
@@ -694,7 +694,7 @@ impl TlsProtocol {
 
     /// 3.11/3.12 `_abort()` (`exc` ignored: the transport is aborted) or 3.13's
     /// `_abort(exc)` (the transport is force-closed with `exc`).
-    fn abort(slf: &Bound<'_, Self>, exc: Option<PyObject>) -> PyResult<()> {
+    fn abort(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         this.set_state(State::Unwrapped)?;
@@ -1165,7 +1165,7 @@ impl TlsProtocol {
             return Ok((None, eof));
         }
         let obj = resize_bytes(obj, offset)?;
-        Ok((Some(obj.downcast_into::<PyBytes>()?), eof))
+        Ok((Some(obj.cast_into::<PyBytes>()?), eof))
     }
 
     /// The stock `_do_read__copied`, through `SSLObject.read` (a custom
@@ -1315,7 +1315,7 @@ impl TlsProtocol {
 }
 
 /// `oxloop._net.SSLProtocol`, the class of the SSL protocols oxloop makes.
-static OWN_CLASS: GILOnceCell<PyObject> = GILOnceCell::new();
+static OWN_CLASS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 impl TlsProtocol {
     /// For the stream transports' native read hook: `protocol` as oxloop's own SSL
@@ -1338,7 +1338,7 @@ impl TlsProtocol {
         if !protocol.get_type().is(cls.bind(py)) {
             return None;
         }
-        let proto = protocol.downcast::<TlsProtocol>().ok()?;
+        let proto = protocol.cast::<TlsProtocol>().ok()?;
         if !proto.get().st.try_ref().ok()?.shared_in {
             return None;
         }
@@ -1362,19 +1362,19 @@ impl TlsProtocol {
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        loop_: PyObject,
+        loop_: Py<PyAny>,
         app_protocol: &Bound<'_, PyAny>,
         sslcontext: &Bound<'_, PyAny>,
-        waiter: Option<PyObject>,
+        waiter: Option<Py<PyAny>>,
         call_connection_made: bool,
-        handshake_timeout: PyObject,
-        shutdown_timeout: PyObject,
+        handshake_timeout: Py<PyAny>,
+        shutdown_timeout: Py<PyAny>,
         incoming: &Bound<'_, PyAny>,
         outgoing: &Bound<'_, PyAny>,
         sslobj: &Bound<'_, PyAny>,
         abort_with_exc: bool,
         server_side: bool,
-        server_hostname: Option<PyObject>,
+        server_hostname: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let c = classes(py)?;
         let fast = if sslobj.get_type().is(c.ssl_object.bind(py)) {
@@ -1463,7 +1463,7 @@ impl TlsProtocol {
     }
 
     #[getter]
-    fn _app_protocol(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _app_protocol(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(self
             .st
             .try_ref()?
@@ -1473,7 +1473,7 @@ impl TlsProtocol {
     }
 
     #[getter]
-    fn _app_transport(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _app_transport(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(self
             .st
             .try_ref()?
@@ -1483,19 +1483,19 @@ impl TlsProtocol {
     }
 
     #[getter]
-    fn _transport(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _transport(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(self
             .transport(py)?
             .map_or_else(|| py.None(), |t| t.unbind()))
     }
 
     #[getter]
-    fn _sslobj(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _sslobj(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(self.sslobj(py)?.unbind())
     }
 
     #[getter]
-    fn _loop(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _loop(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(self.loop_obj(py)?.unbind())
     }
 
@@ -1507,7 +1507,7 @@ impl TlsProtocol {
     }
 
     #[getter]
-    fn _sslcontext(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _sslcontext(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(self.st.try_ref()?.sslcontext.clone_ref(py))
     }
 
@@ -1517,12 +1517,12 @@ impl TlsProtocol {
     }
 
     #[getter]
-    fn _server_hostname(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _server_hostname(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(self.st.try_ref()?.server_hostname.clone_ref(py))
     }
 
     #[getter]
-    fn _waiter(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _waiter(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(self
             .st
             .try_ref()?
@@ -1537,7 +1537,7 @@ impl TlsProtocol {
         Ok(self.state()?.name())
     }
 
-    fn connection_made(slf: &Bound<'_, Self>, transport: PyObject) -> PyResult<()> {
+    fn connection_made(slf: &Bound<'_, Self>, transport: Py<PyAny>) -> PyResult<()> {
         let shared = transport
             .bind(slf.py())
             .is_instance_of::<crate::stream::StreamTransport>();
@@ -1551,7 +1551,7 @@ impl TlsProtocol {
     }
 
     #[pyo3(signature = (exc))]
-    fn connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
+    fn connection_lost(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let (outgoing_read, backlog) = {
@@ -1597,7 +1597,7 @@ impl TlsProtocol {
     }
 
     #[pyo3(signature = (n))]
-    fn get_buffer(&self, py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn get_buffer(&self, py: Python<'_>, n: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let _ = n;
         if self.st.try_ref()?.shared_in {
             return Ok(shared_buf(py, &IN_BUF)?.view.clone_ref(py));
@@ -1752,7 +1752,7 @@ impl TlsProtocol {
     }
 
     #[pyo3(signature = (exc=None))]
-    fn _abort(slf: &Bound<'_, Self>, exc: Option<PyObject>) -> PyResult<()> {
+    fn _abort(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
         Self::abort(slf, exc)
     }
 
@@ -1766,8 +1766,8 @@ impl TlsProtocol {
         &self,
         py: Python<'_>,
         name: &Bound<'_, PyAny>,
-        default: Option<PyObject>,
-    ) -> PyResult<PyObject> {
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let extra = self.st.try_ref()?.extra.clone_ref(py);
         if let Some(v) = extra.bind(py).get_item(name)? {
             return Ok(v.unbind());
@@ -1862,10 +1862,10 @@ impl TlsProtocol {
     fn __clear__(&self) {
         // The objects that are not optional are replaced by None (a fresh dict for
         // `extra`); all are dropped after the borrow ends.
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             let taken = match self.st.try_mut() {
                 Ok(mut st) => {
-                    let none = |o: &mut PyObject| std::mem::replace(o, py.None());
+                    let none = |o: &mut Py<PyAny>| std::mem::replace(o, py.None());
                     let kept = [
                         none(&mut st.loop_),
                         none(&mut st.sslobj),
@@ -1912,7 +1912,7 @@ struct TrState {
 /// The transport the application protocol sees (stock `_SSLProtocolTransport`).
 #[pyclass(module = "oxloop._oxloop", subclass, frozen, weakref)]
 pub struct TlsTransport {
-    loop_: PyObject,
+    loop_: Py<PyAny>,
     tr: GilCell<TrState>,
 }
 
@@ -1963,7 +1963,7 @@ impl TlsTransport {
 #[pymethods]
 impl TlsTransport {
     #[new]
-    fn new(loop_: PyObject, ssl_protocol: Py<TlsProtocol>) -> Self {
+    fn new(loop_: Py<PyAny>, ssl_protocol: Py<TlsProtocol>) -> Self {
         TlsTransport {
             loop_,
             tr: GilCell::new(TrState {
@@ -1978,8 +1978,8 @@ impl TlsTransport {
         &self,
         py: Python<'_>,
         name: &Bound<'_, PyAny>,
-        default: Option<PyObject>,
-    ) -> PyResult<PyObject> {
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         self.proto(py, "_get_extra_info")?
             .get()
             ._get_extra_info(py, name, default)
@@ -1991,7 +1991,7 @@ impl TlsTransport {
             .set_app_protocol(protocol)
     }
 
-    fn get_protocol(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn get_protocol(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.proto(py, "_app_protocol")?.get()._app_protocol(py)
     }
 
@@ -2034,7 +2034,7 @@ impl TlsTransport {
     }
 
     #[getter]
-    fn _loop(&self, py: Python<'_>) -> PyObject {
+    fn _loop(&self, py: Python<'_>) -> Py<PyAny> {
         self.loop_.clone_ref(py)
     }
 
@@ -2074,7 +2074,7 @@ impl TlsTransport {
         self.set_limits(py, high, low, false)
     }
 
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         let p = self.proto(py, "_outgoing_low_water")?;
         let st = p.get().st.try_ref()?;
         st.outm.tuple(py)
@@ -2096,7 +2096,7 @@ impl TlsTransport {
         self.set_limits(py, high, low, true)
     }
 
-    fn get_read_buffer_limits(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
+    fn get_read_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         let p = self.proto(py, "_incoming_low_water")?;
         let st = p.get().st.try_ref()?;
         st.inm.tuple(py)
@@ -2167,7 +2167,7 @@ impl TlsTransport {
         }
     }
 
-    fn _force_close(&self, py: Python<'_>, exc: PyObject) -> PyResult<()> {
+    fn _force_close(&self, py: Python<'_>, exc: Py<PyAny>) -> PyResult<()> {
         let proto = {
             let mut tr = self.tr.try_mut()?;
             tr.closed = true;

@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict};
 use pyo3::{intern, IntoPyObjectExt};
 
@@ -273,7 +273,7 @@ pub fn recycle_bytes(data: Bound<'_, PyBytes>) {
     }
 }
 
-static LOGGER: GILOnceCell<PyObject> = GILOnceCell::new();
+static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// asyncio's logger, which the stock transports log through.
 pub fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
@@ -297,15 +297,15 @@ pub fn loop_core<'py>(
 }
 
 /// The loop object, for Python (None once the transport has finished).
-pub fn loop_object(py: Python<'_>, lp: &Option<Py<LoopCore>>) -> Option<PyObject> {
+pub fn loop_object(py: Python<'_>, lp: &Option<Py<LoopCore>>) -> Option<Py<PyAny>> {
     lp.as_ref().map(|l| l.clone_ref(py).into_any())
 }
 
 /// `loop.call_exception_handler({message, exception, transport, protocol})`.
 pub fn report(
     transport: &Bound<'_, PyAny>,
-    lp: Option<PyObject>,
-    protocol: Option<PyObject>,
+    lp: Option<Py<PyAny>>,
+    protocol: Option<Py<PyAny>>,
     err: &PyErr,
     message: &str,
 ) -> PyResult<()> {
@@ -337,6 +337,13 @@ pub fn log_fatal_os_error(
     Ok(())
 }
 
+/// The water marks as given to `set_write_buffer_limits` (high, low), when they are not
+/// plain ints.
+pub type GivenLimits = (Py<PyAny>, Py<PyAny>);
+
+/// A transport's loop and protocol, taken out for a call made without its state borrowed.
+pub type Links = (Option<Py<PyAny>>, Option<Py<PyAny>>);
+
 /// The write water marks and whether the protocol was told to pause.
 pub struct FlowControl {
     /// The marks as integers the buffered size compares against as it does against the
@@ -346,7 +353,7 @@ pub struct FlowControl {
     pub paused: bool,
     /// The marks as given, when they are not plain ints (floats, bools, ints past
     /// `usize`): `get_write_buffer_limits` hands them back as stock does.
-    pub given: Option<Box<(PyObject, PyObject)>>,
+    pub given: Option<Box<GivenLimits>>,
 }
 
 impl Default for FlowControl {
@@ -405,7 +412,7 @@ impl<'py> Limits<'py> {
         fits(&self.high) && fits(&self.low)
     }
 
-    pub fn given(&self) -> Option<Box<(PyObject, PyObject)>> {
+    pub fn given(&self) -> Option<Box<GivenLimits>> {
         (!self.plain()).then(|| Box::new((self.high.clone().unbind(), self.low.clone().unbind())))
     }
 }
@@ -431,8 +438,8 @@ pub fn limits_tuple(
     py: Python<'_>,
     high: usize,
     low: usize,
-    given: &Option<Box<(PyObject, PyObject)>>,
-) -> PyResult<(PyObject, PyObject)> {
+    given: &Option<Box<GivenLimits>>,
+) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
     Ok(match given {
         Some(g) => (g.1.clone_ref(py), g.0.clone_ref(py)),
         None => (low.into_py_any(py)?, high.into_py_any(py)?),
@@ -482,7 +489,7 @@ impl FlowControl {
 
     /// Take checked limits; returns the objects they replace, to drop with no state
     /// borrowed.
-    pub fn apply(&mut self, limits: &Limits<'_>) -> PyResult<Option<Box<(PyObject, PyObject)>>> {
+    pub fn apply(&mut self, limits: &Limits<'_>) -> PyResult<Option<Box<GivenLimits>>> {
         let high = mark(&limits.high, false)?;
         let low = mark(&limits.low, false)?;
         self.high = high;
@@ -491,7 +498,7 @@ impl FlowControl {
     }
 
     /// `get_write_buffer_limits()`: `(low, high)`.
-    pub fn limits(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
+    pub fn limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         limits_tuple(py, self.high, self.low, &self.given)
     }
 }
@@ -501,8 +508,8 @@ impl FlowControl {
 pub fn notify_flow(
     transport: &Bound<'_, PyAny>,
     change: FlowChange,
-    lp: Option<PyObject>,
-    protocol: Option<PyObject>,
+    lp: Option<Py<PyAny>>,
+    protocol: Option<Py<PyAny>>,
 ) -> PyResult<()> {
     let py = transport.py();
     let (method, message) = match change {

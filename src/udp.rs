@@ -27,7 +27,7 @@ use crate::errors::must_propagate;
 use crate::event_loop::LoopCore;
 use crate::transport::{
     log_fatal_os_error, logger, loop_core, loop_object, notify_flow, report, with_read_buf,
-    FlowChange, FlowControl, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
+    FlowChange, FlowControl, Links, LOG_THRESHOLD_FOR_CONNLOST_WRITES, MAX_READ,
 };
 use crate::wbuf::{is_retry, os_error, ByteView};
 
@@ -105,10 +105,10 @@ fn int_in<T: TryFrom<i64>>(obj: &Bound<'_, PyAny>, max: i64) -> Option<T> {
 /// scope_id]])` (AF_INET6) with every field in range; None for anything else, which the
 /// socket's own `sendto` then resolves or rejects with the stock error.
 fn parse_addr(family: i32, addr: &Bound<'_, PyAny>) -> Option<RawAddr> {
-    let t = addr.downcast::<PyTuple>().ok()?;
+    let t = addr.cast::<PyTuple>().ok()?;
     let n = t.len();
     let host_obj = t.get_item(0).ok()?;
-    let host = host_obj.downcast::<PyString>().ok()?;
+    let host = host_obj.cast::<PyString>().ok()?;
     let host = host.to_str().ok()?;
     let port: u16 = int_in(&t.get_item(1).ok()?, 0xffff)?;
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -175,7 +175,7 @@ fn addr_to_py(
     py: Python<'_>,
     ss: &libc::sockaddr_storage,
     len: libc::socklen_t,
-) -> PyResult<PyObject> {
+) -> PyResult<Py<PyAny>> {
     if len == 0 {
         return Ok(py.None());
     }
@@ -213,16 +213,16 @@ fn addr_to_py(
 
 struct Queued {
     data: Py<PyBytes>,
-    addr: Option<PyObject>,
+    addr: Option<Py<PyAny>>,
 }
 
 struct State {
     loop_: Option<Py<LoopCore>>,
-    sock: Option<PyObject>,
-    protocol: Option<PyObject>,
+    sock: Option<Py<PyAny>>,
+    protocol: Option<Py<PyAny>>,
     extra: Option<Py<PyDict>>,
     /// The `remote_addr` the endpoint was made for (sends go there).
-    address: Option<PyObject>,
+    address: Option<Py<PyAny>>,
     protocol_connected: bool,
     conn_lost: u32,
     closing: bool,
@@ -294,14 +294,14 @@ impl DatagramTransport {
         }
     }
 
-    fn call_soon(slf: &Bound<'_, Self>, method: &str, arg: PyObject) -> PyResult<()> {
+    fn call_soon(slf: &Bound<'_, Self>, method: &str, arg: Py<PyAny>) -> PyResult<()> {
         let py = slf.py();
         let core = slf.get().core(py)?;
         let cb = slf.getattr(method)?;
         LoopCore::soon(&core, &cb, PyTuple::new(py, [arg])?)
     }
 
-    fn protocol(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+    fn protocol(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         Ok(self
             .st
             .try_ref()?
@@ -310,7 +310,7 @@ impl DatagramTransport {
             .map(|p| p.clone_ref(py)))
     }
 
-    fn sock(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+    fn sock(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         Ok(self.st.try_ref()?.sock.as_ref().map(|s| s.clone_ref(py)))
     }
 
@@ -337,7 +337,7 @@ impl DatagramTransport {
         Self::force_close(slf, Some(err.into_value(py).into_any()))
     }
 
-    fn force_close(slf: &Bound<'_, Self>, exc: Option<PyObject>) -> PyResult<()> {
+    fn force_close(slf: &Bound<'_, Self>, exc: Option<Py<PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let (had_queue, was_closing) = {
             let mut st = slf.get().st.try_mut()?;
@@ -430,7 +430,7 @@ impl DatagramTransport {
     }
 
     /// One datagram in: `(data, addr)`.
-    fn recv_one(&self, py: Python<'_>) -> PyResult<Outcome<(PyObject, PyObject)>> {
+    fn recv_one(&self, py: Python<'_>) -> PyResult<Outcome<(Py<PyAny>, Py<PyAny>)>> {
         if !self.inet() {
             let Some(sock) = self.sock(py)? else {
                 return Ok(Outcome::Retry);
@@ -440,7 +440,7 @@ impl DatagramTransport {
                 .call_method1(intern!(py, "recvfrom"), (MAX_READ,))
             {
                 Ok(pair) => {
-                    let (data, addr): (PyObject, PyObject) = pair.extract()?;
+                    let (data, addr): (Py<PyAny>, Py<PyAny>) = pair.extract()?;
                     Ok(Outcome::Done((data, addr)))
                 }
                 Err(e) => classify(py, e),
@@ -505,7 +505,7 @@ impl DatagramTransport {
     }
 
     /// The loop and the protocol, for calls made without the state borrowed.
-    fn links(&self, py: Python<'_>) -> PyResult<(Option<PyObject>, Option<PyObject>)> {
+    fn links(&self, py: Python<'_>) -> PyResult<Links> {
         let st = self.st.try_ref()?;
         Ok((
             loop_object(py, &st.loop_),
@@ -513,7 +513,7 @@ impl DatagramTransport {
         ))
     }
 
-    fn call_connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
+    fn call_connection_lost(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let (protocol, connected) = {
@@ -536,7 +536,7 @@ impl DatagramTransport {
             (st.sock.take(), st.loop_.take())
         };
         if let Some(lp) = &lp {
-            if let Ok(core) = lp.bind(py).downcast::<LoopCore>() {
+            if let Ok(core) = lp.bind(py).cast::<LoopCore>() {
                 core.get().note_transport(-1);
             }
         }
@@ -560,11 +560,11 @@ impl DatagramTransport {
         loop_: &Bound<'_, PyAny>,
         sock: &Bound<'_, PyAny>,
         protocol: &Bound<'_, PyAny>,
-        address: Option<PyObject>,
+        address: Option<Py<PyAny>>,
         extra: Option<Bound<'_, PyDict>>,
         connected: bool,
     ) -> PyResult<Self> {
-        let core = loop_.downcast::<LoopCore>()?;
+        let core = loop_.cast::<LoopCore>()?;
         let fd: RawFd = sock.call_method0("fileno")?.extract()?;
         let family: i32 = sock.getattr("family")?.extract()?;
         core.get().note_transport(1);
@@ -797,7 +797,7 @@ impl DatagramTransport {
         Self::fatal_error(slf, PyErr::from_value(exc.clone()), message)
     }
 
-    fn _force_close(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
+    fn _force_close(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
         let exc = if exc.is_none(slf.py()) {
             None
         } else {
@@ -806,7 +806,7 @@ impl DatagramTransport {
         Self::force_close(slf, exc)
     }
 
-    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: PyObject) -> PyResult<()> {
+    fn _call_connection_lost(slf: &Bound<'_, Self>, exc: Py<PyAny>) -> PyResult<()> {
         Self::call_connection_lost(slf, exc)
     }
 
@@ -855,7 +855,7 @@ impl DatagramTransport {
         Ok(())
     }
 
-    fn get_protocol(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn get_protocol(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(self.protocol(py)?.unwrap_or_else(|| py.None()))
     }
 
@@ -864,8 +864,8 @@ impl DatagramTransport {
         &self,
         py: Python<'_>,
         name: &Bound<'_, PyAny>,
-        default: Option<PyObject>,
-    ) -> PyResult<PyObject> {
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         let extra = self.st.try_ref()?.extra.as_ref().map(|e| e.clone_ref(py));
         if let Some(extra) = extra {
             if let Some(v) = extra.bind(py).get_item(name)? {
@@ -884,7 +884,7 @@ impl DatagramTransport {
         Ok(self.st.try_ref()?.queued_size)
     }
 
-    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(PyObject, PyObject)> {
+    fn get_write_buffer_limits(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         self.st.try_ref()?.flow.limits(py)
     }
 
@@ -903,7 +903,7 @@ impl DatagramTransport {
     }
 
     #[getter]
-    fn _sock(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+    fn _sock(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.sock(py)
     }
 
@@ -913,17 +913,17 @@ impl DatagramTransport {
     }
 
     #[getter]
-    fn _loop(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+    fn _loop(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         Ok(loop_object(py, &self.st.try_ref()?.loop_))
     }
 
     #[getter]
-    fn _protocol(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _protocol(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.get_protocol(py)
     }
 
     #[getter]
-    fn _address(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+    fn _address(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         Ok(self.st.try_ref()?.address.as_ref().map(|a| a.clone_ref(py)))
     }
 

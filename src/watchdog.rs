@@ -84,7 +84,7 @@ enum Stall {
     /// The ongoing report went out; the finished one goes when the callback returns.
     Reported {
         seq: u64,
-        report: PyObject,
+        report: Py<PyAny>,
     },
     /// The callback returned while its ongoing report was still being built.
     Ended {
@@ -108,7 +108,7 @@ struct Shared {
     /// What `current` points to (`KIND_*`).
     current_kind: AtomicU8,
     stall: Mutex<Stall>,
-    callback: Mutex<Option<PyObject>>,
+    callback: Mutex<Option<Py<PyAny>>>,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -137,11 +137,11 @@ fn report_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
 }
 
 impl Shared {
-    fn callback(&self, py: Python<'_>) -> Option<PyObject> {
+    fn callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
         lock(&self.callback).as_ref().map(|c| c.clone_ref(py))
     }
 
-    fn finish(&self, py: Python<'_>, report: PyObject, duration: f64) -> PyResult<()> {
+    fn finish(&self, py: Python<'_>, report: Py<PyAny>, duration: f64) -> PyResult<()> {
         report_module(py)?.getattr("stall_finished")?.call1((
             report,
             duration,
@@ -152,7 +152,7 @@ impl Shared {
 }
 
 impl Watchdog {
-    pub fn start(threshold: f64, callback: Option<PyObject>) -> PyResult<Watchdog> {
+    pub fn start(threshold: f64, callback: Option<Py<PyAny>>) -> PyResult<Watchdog> {
         AT_FORK.call_once(|| unsafe {
             libc::pthread_atfork(None, None, Some(forked_child));
         });
@@ -259,7 +259,7 @@ impl Watchdog {
         if let Some(thread) = self.thread.take() {
             let own: ThreadId = std::thread::current().id();
             if thread.thread().id() != own {
-                py.allow_threads(move || {
+                py.detach(move || {
                     let _ = thread.join();
                 });
             }
@@ -319,7 +319,7 @@ fn watch(s: Arc<Shared>, tick: Duration) {
         }
         claimed_seq = seq;
         // Blocks while C code holds the GIL; the callback may end meanwhile (`Ended`).
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             if let Err(err) = report(py, &s, seq, started) {
                 err.write_unraisable(py, None);
             }
@@ -347,9 +347,9 @@ fn report(py: Python<'_>, s: &Shared, seq: u64, started: f64) -> PyResult<()> {
                 let running = (!ptr.is_null())
                     .then(|| unsafe { Bound::from_borrowed_ptr(py, ptr) })
                     .and_then(|obj| match s.current_kind.load(Ordering::Relaxed) {
-                        KIND_CALL => Some(Running::Call(obj.downcast::<Handle>().ok()?).handle()?),
+                        KIND_CALL => Some(Running::Call(obj.cast::<Handle>().ok()?).handle()?),
                         kind => Running::Io {
-                            transport: obj.downcast::<StreamTransport>().ok()?,
+                            transport: obj.cast::<StreamTransport>().ok()?,
                             writer: kind == KIND_WRITE,
                         }
                         .handle(),

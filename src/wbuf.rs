@@ -159,7 +159,7 @@ impl WriteQueue {
         if rest == 0 {
             return;
         }
-        if let Ok(b) = data.downcast::<PyBytes>() {
+        if let Ok(b) = data.cast::<PyBytes>() {
             if self.chunks.is_empty() {
                 self.head = offset;
                 self.chunks.push_back(Chunk::Shared(b.clone().unbind()));
