@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Build oxloop for every installed Python 3.10-3.13, lint, run the pytest suite on each,
-# then CPython's test_asyncio conformance run, failing if it drops below the baseline.
+# Build oxloop for every supported Python (3.10-3.15; 3.14/3.15 installed from Debian's
+# packages when missing), lint, run CPython's test_asyncio conformance run, failing if it
+# drops below the baseline, then the pytest suite on each version.
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 start=$(date +%s)
 present=()
 for v in $VERSIONS; do
-  if [ -n "$(find_python "$v")" ]; then present+=("$v"); else echo "skip: python$v is not installed"; fi
+  if ensure_python "$v"; then present+=("$v"); else echo "skip: python$v cannot be had here"; fi
 done
 [ ${#present[@]} -gt 0 ] || { echo "no supported Python found" >&2; exit 1; }
 lint_v="${present[${#present[@]}-1]}"
