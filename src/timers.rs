@@ -134,10 +134,12 @@ impl TimerHeap {
         self.cancelled += 1;
     }
 
-    /// Drop cancelled timers: all of them when they are too many, else those on top.
-    pub fn prune(&mut self, py: Python<'_>, garbage: &mut Vec<Py<TimerHandle>>) {
+    /// Drop cancelled timers: all of them when they are too many, else those on top. The
+    /// dropped handles, for the caller to release (None when nothing was dropped).
+    pub fn prune(&mut self, py: Python<'_>) -> Option<Vec<Py<TimerHandle>>> {
         let n = self.heap.len();
         if n > MIN_COMPACT_SIZE && self.cancelled * 2 > n {
+            let mut garbage = Vec::with_capacity(self.cancelled.min(n));
             let entries = std::mem::take(&mut self.heap).into_vec();
             let mut keep = Vec::with_capacity(n - self.cancelled.min(n));
             for e in entries {
@@ -150,7 +152,9 @@ impl TimerHeap {
             }
             self.heap = BinaryHeap::from(keep);
             self.cancelled = 0;
+            Some(garbage)
         } else {
+            let mut garbage = None;
             while let Some(top) = self.heap.peek() {
                 if !is_cancelled(py, &top.handle) {
                     break;
@@ -158,8 +162,9 @@ impl TimerHeap {
                 let e = self.heap.pop().expect("peeked");
                 e.handle.get().set_scheduled(false);
                 self.cancelled = self.cancelled.saturating_sub(1);
-                garbage.push(e.handle);
+                garbage.get_or_insert_with(Vec::new).push(e.handle);
             }
+            garbage
         }
     }
 
