@@ -270,7 +270,6 @@ pub struct LoopCore {
     call_kwargs: GilCell<Option<CallKwargs>>,
     /// Python >= 3.11 (`create_task(context=)`), >= 3.13 (`Task.set_name` for names).
     py311: bool,
-    py313: bool,
 }
 
 impl LoopCore {
@@ -1096,14 +1095,53 @@ impl LoopCore {
             c_task: c_type(py, "Task"),
             call_kwargs: GilCell::new(None),
             py311: py.version_info() >= (3, 11),
-            py313: py.version_info() >= (3, 13),
         })
     }
 
     // create_future and time: see install_fast_paths.
 
-    /// The stock `create_task`: a `Task` on this loop, or whatever the task factory makes
-    /// of the coroutine (then named by `set_name`).
+    /// The stock `create_task` of 3.14 and later: `create_task(coro, **kwargs)`, every
+    /// keyword argument handed on as given, to the task factory (`factory(loop, coro,
+    /// **kwargs)`) or to `Task(coro, loop=self, **kwargs)` (`name`, `context`,
+    /// `eager_start`, ...).
+    #[cfg(Py_3_14)]
+    #[pyo3(signature = (coro, **kwargs))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let kwargs = kwargs.filter(|k| !k.is_empty());
+        let factory = this.task_factory.try_ref()?.as_ref().map(|f| f.clone_ref(py));
+        if let Some(factory) = factory {
+            return factory.bind(py).call((slf, coro), kwargs);
+        }
+        let task = this.task_attr.get(py)?;
+        if kwargs.is_none() && is_c_type(&task, &this.c_task) {
+            if let Some(plain) = Self::call_kwargs(slf, |k| &k.task)? {
+                return task.call((coro,), Some(&plain));
+            }
+        }
+        let all = PyDict::new(py);
+        all.set_item(intern!(py, "loop"), slf)?;
+        if let Some(kwargs) = kwargs {
+            if kwargs.contains(intern!(py, "loop"))? {
+                return Err(PyTypeError::new_err(format!(
+                    "{}() got multiple values for keyword argument 'loop'",
+                    task.getattr(intern!(py, "__qualname__"))?
+                )));
+            }
+            all.update(kwargs.as_mapping())?;
+        }
+        task.call((coro,), Some(&all))
+    }
+
+    /// The stock `create_task` of 3.13 and earlier: a `Task` on this loop, or whatever the
+    /// task factory makes of the coroutine (then named by `set_name`).
+    #[cfg(not(Py_3_14))]
     #[pyo3(signature = (coro, *, name=None, context=None))]
     fn create_task<'py>(
         slf: &Bound<'py, Self>,
@@ -1148,7 +1186,7 @@ impl LoopCore {
             }
         };
         if let Some(name) = name.filter(|n| !n.is_none()) {
-            if this.py313 {
+            if cfg!(Py_3_13) {
                 task.call_method1(intern!(py, "set_name"), (name,))?;
             } else {
                 let tasks = this.task_attr.module.bind(py);
@@ -2061,7 +2099,11 @@ unsafe extern "C" fn create_task_fast(
         }
         guarded(py, || {
             let lp = bound_ref(py, &slf).cast_unchecked::<LoopCore>();
-            LoopCore::create_task(lp, bound_ref(py, &*args), None, None).map(Bound::into_ptr)
+            #[cfg(Py_3_14)]
+            let task = LoopCore::create_task(lp, bound_ref(py, &*args), None);
+            #[cfg(not(Py_3_14))]
+            let task = LoopCore::create_task(lp, bound_ref(py, &*args), None, None);
+            task.map(Bound::into_ptr)
         })
     }
 }

@@ -41,8 +41,14 @@ impl ByteView {
             return Ok(ByteView { view, held: false });
         }
         if !ByteView::accepts(obj) {
+            // Stock's stream transports' words for it, which 3.14 made precise.
+            let what = if cfg!(Py_3_14) {
+                "a bytes, bytearray, or memoryview object"
+            } else {
+                "a bytes-like object"
+            };
             return Err(PyTypeError::new_err(format!(
-                "data argument must be a bytes-like object, not '{}'",
+                "data argument must be {what}, not '{}'",
                 obj.get_type().name()?
             )));
         }

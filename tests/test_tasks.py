@@ -7,6 +7,8 @@ import sys
 import pytest
 from support import LIVENESS, VAR, run, run_forever_once
 
+PY314 = sys.version_info >= (3, 14)
+
 
 def test_create_future_is_an_asyncio_future_of_this_loop(any_loop):
     fut = any_loop.create_future()
@@ -105,7 +107,8 @@ def test_task_factory_calling_convention(any_loop):
     any_loop.set_task_factory(factory)
     coro = work(1)
     task = any_loop.create_task(coro, name="named")
-    assert calls == [(any_loop, coro, {})]
+    # 3.14 hands every keyword argument to the factory; before, the loop named the task.
+    assert calls == [(any_loop, coro, {"name": "named"} if PY314 else {})]
     assert task.get_name() == "named"
     assert any_loop.run_until_complete(task) == 1
 
@@ -387,3 +390,38 @@ def test_create_task_has_no_context_argument_on_310(any_loop):
             any_loop.create_task(coro, context=contextvars.copy_context())
     finally:
         coro.close()
+
+
+@pytest.mark.skipif(not PY314, reason="create_task(coro, **kwargs) is 3.14's")
+def test_create_task_hands_keyword_arguments_on(any_loop):
+    # 3.14: create_task(coro, **kwargs) passes them to Task() (eager_start among them).
+    order = []
+
+    async def work():
+        order.append("ran")
+        return 7
+
+    async def main():
+        task = any_loop.create_task(work(), eager_start=True, name="eager")
+        order.append("created")
+        assert task.get_name() == "eager"
+        return await task
+
+    assert any_loop.run_until_complete(main()) == 7
+    assert order == ["ran", "created"]
+
+    coro = work()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        any_loop.create_task(coro, bogus=1)
+    coro.close()
+
+
+@pytest.mark.skipif(PY314, reason="3.14 takes any keyword argument")
+def test_create_task_refuses_other_keyword_arguments(any_loop):
+    async def work():
+        return 1
+
+    coro = work()
+    with pytest.raises(TypeError, match="got an unexpected keyword argument 'eager_start'"):
+        any_loop.create_task(coro, eager_start=True)
+    coro.close()

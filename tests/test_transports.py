@@ -19,6 +19,7 @@ from support import is_stock, open_fds, run, run_python
 
 PY312 = sys.version_info >= (3, 12)
 PY313 = sys.version_info >= (3, 13)
+PY314 = sys.version_info >= (3, 14)
 # 3.12.1 made Server.wait_closed() wait for the connections of a closed server.
 WAIT_CLOSED_WAITS = sys.version_info >= (3, 12, 1)
 
@@ -425,7 +426,9 @@ def test_write_rejects_non_bytes(any_loop, sockpair, bad):
             transport.close()
 
     msg = run(any_loop, main())
-    assert msg == f"data argument must be a bytes-like object, not {type(bad).__name__!r}"
+    # 3.14 names the accepted types.
+    what = "a bytes, bytearray, or memoryview object" if PY314 else "a bytes-like object"
+    assert msg == f"data argument must be {what}, not {type(bad).__name__!r}"
 
 
 @pytest.mark.parametrize(

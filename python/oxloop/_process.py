@@ -28,6 +28,9 @@ from asyncio import protocols, transports
 from asyncio.log import logger
 
 _PY311 = sys.version_info >= (3, 11)
+# When wait() returns for a call made while the child runs: at the exit on 3.10 and again
+# from 3.14 (gh-119710), once the pipes are closed too (at connection_lost) on 3.11-3.13.
+_WAIT_ENDS_AT_EXIT = not _PY311 or sys.version_info >= (3, 14)
 
 
 def _format_pipe(spec) -> str:
@@ -526,6 +529,9 @@ class SubprocessTransport(transports.SubprocessTransport):
             # 3.10: wait() returns at the exit, before the pipes are closed.
             self._wake_waiters()
         self._try_finish()
+        if _WAIT_ENDS_AT_EXIT:
+            # 3.14: the same, woken after connection_lost was scheduled.
+            self._wake_waiters()
 
     def _wake_waiters(self) -> None:
         waiters = self._exit_waiters
@@ -547,7 +553,7 @@ class SubprocessTransport(transports.SubprocessTransport):
         try:
             self._protocol.connection_lost(exc)
         finally:
-            if _PY311:
+            if not _WAIT_ENDS_AT_EXIT:
                 self._wake_waiters()
             self._loop = None
             self._proc = None
@@ -556,8 +562,8 @@ class SubprocessTransport(transports.SubprocessTransport):
     async def _wait(self):
         """The return code once the process has exited.
 
-        A call made while the child runs returns at the exit on 3.10, and from 3.11 on
-        only once its pipes are closed too (at connection_lost), as stock does.
+        A call made while the child runs returns at the exit on 3.10 and from 3.14 on, and
+        on 3.11-3.13 only once its pipes are closed too (at connection_lost), as stock does.
         """
         if self._returncode is not None:
             return self._returncode
