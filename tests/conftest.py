@@ -52,7 +52,8 @@ def restore_policy():
     try:
         yield
     finally:
-        asyncio.set_event_loop_policy(None)
+        # 3.14 deprecates set_event_loop_policy; its private twin does the same quietly.
+        getattr(asyncio.events, "_set_event_loop_policy", asyncio.set_event_loop_policy)(None)
 
 
 def pytest_collection_modifyitems(items):

@@ -1,8 +1,11 @@
 """Tests of the package surface: Loop, new_event_loop, EventLoopPolicy, install() and run()."""
 
 import asyncio
+import contextlib
+import re
 import sys
 import threading
+import warnings
 
 import pytest
 
@@ -40,9 +43,47 @@ def test_each_new_event_loop_is_a_distinct_loop():
         b.close()
 
 
+# 3.14 deprecates asyncio's policy system (removal planned for 3.16); oxloop's policy API
+# warns from then on, as stock's does, and not before.
+POLICY_DEPRECATED = sys.version_info >= (3, 14)
+
+
+@contextlib.contextmanager
+def policy_warning(what):
+    """Expect a DeprecationWarning naming `what` on 3.14+, and no warning at all before."""
+    if POLICY_DEPRECATED:
+        with pytest.warns(DeprecationWarning, match=re.escape(what)) as record:
+            yield
+        # Attributed to the caller's line, as stock's deprecation warnings are.
+        assert all(w.filename == __file__ for w in record)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield
+
+
+def the_policy_class():
+    with policy_warning("oxloop.EventLoopPolicy is deprecated"):
+        return oxloop.EventLoopPolicy
+
+
+def asyncio_policy():
+    # asyncio.get_event_loop_policy() warns on 3.14+ itself; the test is about oxloop's.
+    return (
+        asyncio.events._get_event_loop_policy()
+        if POLICY_DEPRECATED
+        else (asyncio.get_event_loop_policy())
+    )
+
+
 def test_policy_is_an_asyncio_policy_that_makes_oxloop_loops():
-    policy = oxloop.EventLoopPolicy()
-    assert isinstance(policy, asyncio.AbstractEventLoopPolicy)
+    policy = the_policy_class()()
+    assert isinstance(
+        policy,
+        asyncio.events.AbstractEventLoopPolicy
+        if not POLICY_DEPRECATED
+        else asyncio.events._AbstractEventLoopPolicy,
+    )
     lp = policy.new_event_loop()
     try:
         assert isinstance(lp, oxloop.Loop)
@@ -50,9 +91,19 @@ def test_policy_is_an_asyncio_policy_that_makes_oxloop_loops():
         lp.close()
 
 
+def test_policy_class_is_in_all_until_the_policy_system_is_deprecated():
+    assert ("EventLoopPolicy" in oxloop.__all__) is not POLICY_DEPRECATED
+    namespace = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a star import never warns, as asyncio's does not
+        exec("from oxloop import *", namespace)
+    assert ("EventLoopPolicy" in namespace) is not POLICY_DEPRECATED
+
+
 def test_install_sets_the_oxloop_policy(restore_policy):
-    oxloop.install()
-    assert isinstance(asyncio.get_event_loop_policy(), oxloop.EventLoopPolicy)
+    with policy_warning("oxloop.install() is deprecated"):
+        oxloop.install()
+    assert isinstance(asyncio_policy(), the_policy_class())
     lp = asyncio.new_event_loop()
     try:
         assert isinstance(lp, oxloop.Loop)
@@ -61,7 +112,8 @@ def test_install_sets_the_oxloop_policy(restore_policy):
 
 
 def test_asyncio_run_uses_the_installed_policy(restore_policy):
-    oxloop.install()
+    with policy_warning("oxloop.install() is deprecated"):
+        oxloop.install()
 
     async def main():
         return asyncio.get_running_loop()
@@ -69,6 +121,11 @@ def test_asyncio_run_uses_the_installed_policy(restore_policy):
     lp = asyncio.run(main())
     assert isinstance(lp, oxloop.Loop)
     assert lp.is_closed()
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        oxloop.nope  # noqa: B018
 
 
 def test_run_returns_the_result_on_an_oxloop_loop():

@@ -23,9 +23,7 @@ __version__ = "0.1.0"
 # `oxloop.EventLoopPolicy` warns on access as `asyncio.DefaultEventLoopPolicy` does (and is
 # left out of __all__, as stock's are), and `install()` warns as set_event_loop_policy does.
 _POLICY_DEPRECATED = sys.version_info >= (3, 14)
-_POLICY_ADVICE = (
-    "use oxloop.run(main()) or asyncio.run(main(), loop_factory=oxloop.new_event_loop)"
-)
+_POLICY_ADVICE = "use oxloop.run(main()) or asyncio.run(main(), loop_factory=oxloop.new_event_loop)"
 
 __all__ = ["Loop", "StallReport", "install", "new_event_loop", "run"]
 if not _POLICY_DEPRECATED:

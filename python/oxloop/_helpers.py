@@ -16,6 +16,9 @@ from asyncio.log import logger
 _SOURCE_PARAMS = inspect.signature(format_helpers._format_callback_source).parameters
 _SOURCE_TAKES_DEBUG = "debug" in _SOURCE_PARAMS
 
+# 3.14 deprecates asyncio.iscoroutinefunction; its loop calls the private twin instead.
+iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", coroutines.iscoroutinefunction)
+
 
 def format_callback_source(callback, args, debug: bool) -> str:
     if _SOURCE_TAKES_DEBUG:
@@ -29,7 +32,7 @@ def extract_stack(limit: int):
 
 
 def check_callback(callback, method: str) -> None:
-    if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+    if coroutines.iscoroutine(callback) or iscoroutinefunction(callback):
         raise TypeError(f"coroutines cannot be used with {method}()")
     if not callable(callback):
         raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
