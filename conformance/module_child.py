@@ -137,17 +137,28 @@ def short_id(test_id):
     return test_id.removeprefix(prefix)
 
 
+# 3.14 deprecates the policy system: its public functions warn, the private twins do not.
+POLICY_DEPRECATED = sys.version_info >= (3, 14)
+if POLICY_DEPRECATED:
+    set_policy = asyncio.events._set_event_loop_policy
+    STOCK_POLICY = asyncio.unix_events._DefaultEventLoopPolicy
+else:
+    set_policy = asyncio.set_event_loop_policy
+    STOCK_POLICY = asyncio.DefaultEventLoopPolicy
+
+
 def setup_loop_factory(kind, reporter):
     """Return (counted loop factory, loop type) and install the harness policy in asyncio."""
     if kind == "oxloop":
         import oxloop
 
         loop_type = oxloop.Loop
-        base_policy = oxloop.EventLoopPolicy
+        # The class itself: oxloop.EventLoopPolicy warns on 3.14+, as asyncio's do.
+        base_policy = oxloop._EventLoopPolicy
         raw_factory = oxloop.new_event_loop
     else:
         loop_type = asyncio.SelectorEventLoop
-        base_policy = asyncio.DefaultEventLoopPolicy
+        base_policy = STOCK_POLICY
         raw_factory = asyncio.SelectorEventLoop
 
     def counted(make):
@@ -167,9 +178,13 @@ def setup_loop_factory(kind, reporter):
             return counted(super().new_event_loop)
 
     # set_event_loop_policy(None) (many tearDownModule()s do it) re-initialises the policy
-    # from asyncio.DefaultEventLoopPolicy, so that name must point at ours as well.
-    asyncio.DefaultEventLoopPolicy = HarnessEventLoopPolicy
-    asyncio.set_event_loop_policy(HarnessEventLoopPolicy())
+    # from asyncio.DefaultEventLoopPolicy (3.14+: unix_events._DefaultEventLoopPolicy,
+    # through _set_event_loop_policy), so that name must point at ours as well.
+    if POLICY_DEPRECATED:
+        asyncio.unix_events._DefaultEventLoopPolicy = HarnessEventLoopPolicy
+    else:
+        asyncio.DefaultEventLoopPolicy = HarnessEventLoopPolicy
+    set_policy(HarnessEventLoopPolicy())
     return new_loop, loop_type
 
 
@@ -216,7 +231,7 @@ def _loop_in_setup(cls, new_loop):
     def setUp(self):
         # Start from a fresh policy: earlier tests of the module leave theirs with a mock
         # child watcher (GenericWatcherTests), which the dropped per-watcher classes reset.
-        asyncio.set_event_loop_policy(None)
+        set_policy(None)
         super(cls, self).setUp()
         self.loop = new_loop()
         self.set_event_loop(self.loop)

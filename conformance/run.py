@@ -1,6 +1,6 @@
 """Run CPython's own test.test_asyncio suite against oxloop, per installed Python version.
 
-For every Python version (3.10-3.13 by default) this launches, with that version's
+For every Python version (3.10-3.15 by default) this launches, with that version's
 ``.venv-X.Y/bin/python``, one child process per test module (conformance/module_child.py),
 at most ``--jobs`` at a time. A child streams per-test start/end events; a test that exceeds
 ``--timeout`` seconds, or a child that crashes, costs that one test: the child is killed, the
@@ -43,7 +43,7 @@ CHILD = HERE / "module_child.py"
 RESULTS = HERE / "results"
 DEFAULT_EXCLUSIONS = HERE / "exclusions.txt"
 DEFAULT_BASELINE = HERE / "baseline.json"
-ALL_VERSIONS = ("3.10", "3.11", "3.12", "3.13")
+ALL_VERSIONS = ("3.10", "3.11", "3.12", "3.13", "3.14", "3.15")
 MAX_CHILDREN_PER_MODULE = 100
 # Rough relative durations for ordering when no earlier summary exists (longest first).
 HEAVY_MODULES = (

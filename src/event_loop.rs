@@ -312,46 +312,57 @@ impl LoopCore {
     }
 
     /// `call_soon` for the core's own users (transports): no debug checks.
+    /// `call_soon(callback, *args, context=context)` for the transports (None: a copy of
+    /// the current context).
     pub fn soon(
         slf: &Bound<'_, Self>,
         callback: &Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         slf.get().check_closed()?;
-        Self::schedule_soon(slf, callback, args.into(), None).map(drop)
+        Self::schedule_soon(slf, callback, args.into(), context).map(drop)
     }
 
     /// Watch `fd` for readability (or writability) with `callback()`, replacing any
-    /// earlier one. `drains`: the callback reads until EAGAIN or calls `rearm_fd`, so
-    /// the fd needs no level-triggered re-arm after each event.
+    /// earlier one, run in `context` (None: a copy of the current one). `drains`: the
+    /// callback reads until EAGAIN or calls `rearm_fd`, so the fd needs no
+    /// level-triggered re-arm after each event.
     pub fn watch_fd(
         slf: &Bound<'_, Self>,
         fd: RawFd,
         callback: &Bound<'_, PyAny>,
         writer: bool,
         drains: bool,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<()> {
-        let slots = Self::slots_for(slf, callback, Args::Empty, None, TRACE_DEPTH)?;
+        let slots = Self::slots_for(slf, callback, Args::Empty, context, TRACE_DEPTH)?;
         let handle = Py::new(slf.py(), Handle::with_slots(slots))?;
         Self::set_fd_watcher(slf, fd, Watcher::Call(handle), writer, drains)
     }
 
     /// Watch `fd` for readability (or writability) with `transport`'s own handler, run
-    /// natively in a copy of the current context (as a handle's would be); `gen` tells
-    /// this watch from the transport's earlier ones. The transport drains the fd.
+    /// natively in `context`, else in a copy of the current context (as a handle's would
+    /// be); `gen` tells this watch from the transport's earlier ones. The transport
+    /// drains the fd.
     pub fn watch_transport(
         slf: &Bound<'_, Self>,
         fd: RawFd,
         transport: &Bound<'_, StreamTransport>,
         writer: bool,
         gen: u32,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let context =
-            unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())? };
+        let context = match context {
+            Some(c) => c,
+            None => unsafe {
+                Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())?.unbind()
+            },
+        };
         let watcher = Watcher::Transport {
             transport: transport.clone().unbind(),
-            context: context.unbind(),
+            context,
             gen,
         };
         Self::set_fd_watcher(slf, fd, watcher, writer, true)
@@ -1115,7 +1126,11 @@ impl LoopCore {
         let this = slf.get();
         this.check_closed()?;
         let kwargs = kwargs.filter(|k| !k.is_empty());
-        let factory = this.task_factory.try_ref()?.as_ref().map(|f| f.clone_ref(py));
+        let factory = this
+            .task_factory
+            .try_ref()?
+            .as_ref()
+            .map(|f| f.clone_ref(py));
         if let Some(factory) = factory {
             return factory.bind(py).call((slf, coro), kwargs);
         }

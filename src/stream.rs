@@ -135,6 +135,9 @@ struct State {
     /// A TCP socket's extra info until someone asks for it (then `extra`).
     lazy: Option<LazyExtra>,
     empty_waiter: Option<Py<PyAny>>,
+    /// The context the transport's callbacks run in (3.15, gh-140947: given at creation),
+    /// or None for a copy of the current one at each watch or call, as before 3.15.
+    context: Option<Py<PyAny>>,
     buffered: bool,
     protocol_connected: bool,
     conn_lost: u32,
@@ -215,14 +218,17 @@ impl StreamTransport {
         *gen = gen.wrapping_add(on as u32);
         let gen = *gen;
         let core = loop_core(slf.py(), &st.loop_)?;
+        let context = on
+            .then(|| st.context.as_ref().map(|c| c.clone_ref(slf.py())))
+            .flatten();
         drop(guard);
         if !on {
             LoopCore::unwatch_fd(&core, this.fd, writer)
         } else if core.get().debug() {
             let cb = slf.getattr(Self::handler_name(slf.py(), writer))?;
-            LoopCore::watch_fd(&core, this.fd, &cb, writer, true)
+            LoopCore::watch_fd(&core, this.fd, &cb, writer, true, context)
         } else {
-            LoopCore::watch_transport(&core, this.fd, slf, writer, gen)
+            LoopCore::watch_transport(&core, this.fd, slf, writer, gen, context)
         }
     }
 
@@ -319,7 +325,12 @@ impl StreamTransport {
     fn call_soon(slf: &Bound<'_, Self>, method: &Bound<'_, PyAny>, arg: Py<PyAny>) -> PyResult<()> {
         let core = slf.get().core(slf.py())?;
         let args = PyTuple::new(slf.py(), [arg])?;
-        LoopCore::soon(&core, method, args)
+        LoopCore::soon(&core, method, args, slf.get().context(slf.py())?)
+    }
+
+    /// The context given at creation (3.15), for a callback to run in.
+    fn context(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        Ok(self.st.try_ref()?.context.as_ref().map(|c| c.clone_ref(py)))
     }
 
     fn debug(&self, py: Python<'_>) -> bool {
@@ -597,7 +608,8 @@ impl StreamTransport {
 
     fn call_soon_noarg(slf: &Bound<'_, Self>, method: &Bound<'_, PyAny>) -> PyResult<()> {
         let core = slf.get().core(slf.py())?;
-        LoopCore::soon(&core, method, PyTuple::empty(slf.py()))
+        let context = slf.get().context(slf.py())?;
+        LoopCore::soon(&core, method, PyTuple::empty(slf.py()), context)
     }
 
     fn close_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -887,9 +899,10 @@ impl StreamTransport {
 #[pymethods]
 impl StreamTransport {
     /// `kind`: 0 socket, 1 read pipe, 2 write pipe. The Python subclass finishes the
-    /// set-up (extra info, `connection_made`, the waiter).
+    /// set-up (extra info, `connection_made`, the waiter). `context`: what the transport's
+    /// callbacks run in (3.15 gives each connection its own), None for the current one.
     #[new]
-    #[pyo3(signature = (loop_, sock, protocol, kind=0, extra=None, server=None, lazy_extra=false))]
+    #[pyo3(signature = (loop_, sock, protocol, kind=0, extra=None, server=None, lazy_extra=false, context=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -900,6 +913,7 @@ impl StreamTransport {
         extra: Option<Bound<'_, PyDict>>,
         server: Option<Py<PyAny>>,
         lazy_extra: bool,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let core = loop_.cast::<LoopCore>()?;
         let fd: RawFd = sock.call_method0("fileno")?.extract()?;
@@ -930,6 +944,7 @@ impl StreamTransport {
                 extra,
                 lazy,
                 empty_waiter: None,
+                context: context.filter(|c| !c.is_none(py)),
                 buffered,
                 protocol_connected: true,
                 conn_lost: 0,
@@ -1279,9 +1294,15 @@ impl StreamTransport {
             if let Some(l) = &st.loop_ {
                 visit.call(l)?;
             }
-            for o in [&st.sock, &st.protocol, &st.server, &st.empty_waiter]
-                .into_iter()
-                .flatten()
+            for o in [
+                &st.sock,
+                &st.protocol,
+                &st.server,
+                &st.empty_waiter,
+                &st.context,
+            ]
+            .into_iter()
+            .flatten()
             {
                 visit.call(o)?;
             }
@@ -1308,6 +1329,7 @@ impl StreamTransport {
                 st.empty_waiter.take(),
                 st.extra.take(),
                 st.lazy.take(),
+                st.context.take(),
             ),
             Err(_) => return,
         };

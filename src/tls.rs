@@ -1489,6 +1489,12 @@ impl TlsProtocol {
             .map_or_else(|| py.None(), |t| t.unbind()))
     }
 
+    /// The incoming `MemoryBIO` (`start_tls` hands it bytes that arrived before it).
+    #[getter]
+    fn _incoming(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self.st.try_ref()?.incoming.clone_ref(py))
+    }
+
     #[getter]
     fn _sslobj(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(self.sslobj(py)?.unbind())

@@ -288,7 +288,7 @@ impl DatagramTransport {
                 intern!(py, "_read_ready")
             };
             let cb = slf.getattr(name)?;
-            LoopCore::watch_fd(&core, this.fd, &cb, writer, false)
+            LoopCore::watch_fd(&core, this.fd, &cb, writer, false, None)
         } else {
             LoopCore::unwatch_fd(&core, this.fd, writer)
         }
@@ -298,7 +298,7 @@ impl DatagramTransport {
         let py = slf.py();
         let core = slf.get().core(py)?;
         let cb = slf.getattr(method)?;
-        LoopCore::soon(&core, &cb, PyTuple::new(py, [arg])?)
+        LoopCore::soon(&core, &cb, PyTuple::new(py, [arg])?, None)
     }
 
     fn protocol(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {

@@ -13,8 +13,8 @@ version.
 from __future__ import annotations
 
 import collections.abc
+import contextvars
 import errno
-import functools
 import itertools
 import os
 import socket
@@ -27,6 +27,7 @@ from asyncio import (
     protocols,
     sslproto,
     staggered,
+    streams,
     tasks,
     trsock,
 )
@@ -44,6 +45,8 @@ except ImportError:  # pragma: no cover - Python built without ssl
 _PY311 = sys.version_info >= (3, 11)
 _PY312 = sys.version_info >= (3, 12)
 _PY313 = sys.version_info >= (3, 13)
+_PY314 = sys.version_info >= (3, 14)
+_PY315 = sys.version_info >= (3, 15)
 # Seconds before accepting again after running out of fds (the stock delay).
 _ACCEPT_RETRY_DELAY = 1
 _HAS_IPV6 = hasattr(socket, "AF_INET6")
@@ -325,8 +328,12 @@ class NetMethods:
 
     # ------------------------------------------------------------ transports
 
-    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
-        return _transports.make_socket_transport(self, sock, protocol, waiter, extra, server)
+    def _make_socket_transport(
+        self, sock, protocol, waiter=None, *, extra=None, server=None, context=None
+    ):
+        return _transports.make_socket_transport(
+            self, sock, protocol, waiter, extra, server, context
+        )
 
     def _make_ssl_transport(
         self,
@@ -341,6 +348,7 @@ class NetMethods:
         server=None,
         ssl_handshake_timeout=None,
         ssl_shutdown_timeout=None,
+        context=None,
     ):
         ssl_protocol = _ssl_protocol(
             self,
@@ -352,7 +360,7 @@ class NetMethods:
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
-        _transports.make_socket_transport(self, rawsock, ssl_protocol, None, extra, server)
+        _transports.make_socket_transport(self, rawsock, ssl_protocol, None, extra, server, context)
         return _app_transport(ssl_protocol)
 
     async def _connection_transport(
@@ -365,27 +373,35 @@ class NetMethods:
         ssl_handshake_timeout=None,
         ssl_shutdown_timeout=None,
     ):
-        sock.setblocking(False)
-        protocol = protocol_factory()
-        waiter = self.create_future()
-        if ssl:
-            sslcontext = None if isinstance(ssl, bool) else ssl
-            if sslcontext is None:
-                sslcontext = _ssl.create_default_context()
-                if server_side:
-                    raise ValueError("Server side SSL needs a valid SSLContext")
-            transport = self._make_ssl_transport(
-                sock,
-                protocol,
-                sslcontext,
-                waiter,
-                server_side=server_side,
-                server_hostname=server_hostname,
-                ssl_handshake_timeout=ssl_handshake_timeout,
-                ssl_shutdown_timeout=ssl_shutdown_timeout,
-            )
-        else:
-            transport = self._make_socket_transport(sock, protocol, waiter)
+        # 3.15 (gh-140947): the connection's callbacks run in the context it was made in.
+        context = contextvars.copy_context() if _PY315 else None
+        try:
+            sock.setblocking(False)
+            protocol = protocol_factory()
+            waiter = self.create_future()
+            if ssl:
+                sslcontext = None if isinstance(ssl, bool) else ssl
+                if sslcontext is None:
+                    sslcontext = _ssl.create_default_context()
+                    if server_side:
+                        raise ValueError("Server side SSL needs a valid SSLContext")
+                transport = self._make_ssl_transport(
+                    sock,
+                    protocol,
+                    sslcontext,
+                    waiter,
+                    server_side=server_side,
+                    server_hostname=server_hostname,
+                    ssl_handshake_timeout=ssl_handshake_timeout,
+                    ssl_shutdown_timeout=ssl_shutdown_timeout,
+                    context=context,
+                )
+            else:
+                transport = self._make_socket_transport(sock, protocol, waiter, context=context)
+        except BaseException:
+            # No transport owns the socket: close it, not leak it (as 3.14 does, gh-153133).
+            sock.close()
+            raise
         try:
             await waiter
         except BaseException:
@@ -464,14 +480,20 @@ class NetMethods:
                     except OSError:
                         continue
             else:
-                sock, _, _ = await staggered.staggered_race(
-                    (
-                        functools.partial(self._connect_sock, errors, info, local_infos)
-                        for info in infos
-                    ),
-                    happy_eyeballs_delay,
-                    loop=self,
-                )
+                # Only the winner: the race's own error list would stay alive in this frame
+                # (and the frame in the errors' tracebacks).
+                sock = (
+                    await staggered.staggered_race(
+                        (
+                            # Not functools.partial: it would keep `errors` (and its tracebacks)
+                            # alive with the race.
+                            lambda info=info: self._connect_sock(errors, info, local_infos)
+                            for info in infos
+                        ),
+                        happy_eyeballs_delay,
+                        loop=self,
+                    )
+                )[0]
             if sock is None:
                 flat = [exc for group in errors for exc in group]
                 try:
@@ -479,6 +501,9 @@ class NetMethods:
                         raise ExceptionGroup("create_connection failed", flat)  # noqa: F821
                     if len(flat) == 1:
                         raise flat[0]
+                    if not flat:
+                        # No attempt failed with an error (all were cancelled): as stock.
+                        raise TimeoutError("create_connection failed")
                     first = str(flat[0])
                     if all(str(exc) == first for exc in flat):
                         raise flat[0]
@@ -859,13 +884,17 @@ class NetMethods:
         ssl_handshake_timeout,
         ssl_shutdown_timeout,
     ):
-        for _ in range(backlog):
+        # backlog + 1 tries, and an aborted connection skipped rather than ending the round:
+        # as 3.14's accept loop (earlier ones stopped at an abort).
+        for _ in range(backlog + 1):
             try:
                 conn, addr = sock.accept()
                 if self.get_debug():
                     logger.debug("%r got a new connection from %r: %r", server, addr, conn)
                 conn.setblocking(False)
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            except ConnectionAbortedError:
+                continue
+            except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
@@ -892,34 +921,46 @@ class NetMethods:
                 )
                 return
             extra = {"peername": addr}
+            # 3.15 (gh-140947): each connection in its own copy of the server's context.
+            context = getattr(server, "_context", None)
+            if context is not None:
+                context = context.copy()
             if sslcontext:
-                self.create_task(
-                    self._accept_tls(
-                        protocol_factory,
-                        conn,
-                        extra,
-                        sslcontext,
-                        server,
-                        ssl_handshake_timeout,
-                        ssl_shutdown_timeout,
-                    )
+                accept = self._accept_tls(
+                    protocol_factory,
+                    conn,
+                    extra,
+                    sslcontext,
+                    server,
+                    ssl_handshake_timeout,
+                    ssl_shutdown_timeout,
+                    context,
                 )
-                continue
-            protocol = transport = None
-            try:
-                protocol = protocol_factory()
-                transport = _transports.make_socket_transport(
-                    self, conn, protocol, None, extra, server
-                )
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                if transport is None:
-                    conn.close()
-                self._report_accept_error(exc, protocol, transport)
+                if context is None:
+                    self.create_task(accept)
+                else:
+                    self.create_task(accept, context=context)
+            elif context is None:
+                self._accept_plain(protocol_factory, conn, extra, server, None)
+            else:
+                context.run(self._accept_plain, protocol_factory, conn, extra, server, context)
+
+    def _accept_plain(self, protocol_factory, conn, extra, server, context) -> None:
+        protocol = transport = None
+        try:
+            protocol = protocol_factory()
+            transport = _transports.make_socket_transport(
+                self, conn, protocol, None, extra, server, context
+            )
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if transport is None:
+                conn.close()
+            self._report_accept_error(exc, protocol, transport)
 
     async def _accept_tls(
-        self, protocol_factory, conn, extra, sslcontext, server, handshake, shutdown
+        self, protocol_factory, conn, extra, sslcontext, server, handshake, shutdown, context
     ):
         protocol = transport = None
         try:
@@ -935,6 +976,7 @@ class NetMethods:
                 server=server,
                 ssl_handshake_timeout=handshake,
                 ssl_shutdown_timeout=shutdown,
+                context=context,
             )
             try:
                 await waiter
@@ -1025,6 +1067,11 @@ class NetMethods:
         )
         # Hold reading until the TLS protocol is in place and has seen the transport.
         transport.pause_reading()
+        if server_side and _PY311:
+            # Bytes a StreamReader took in before the upgrade are the client's first TLS
+            # record(s): the TLS layer reads them first (as 3.14 does, gh-142352; dropped
+            # before).
+            _hand_over_buffered(protocol, ssl_protocol)
         transport.set_protocol(ssl_protocol)
         made = self.call_soon(ssl_protocol.connection_made, transport)
         resumed = self.call_soon(transport.resume_reading)
@@ -1070,7 +1117,8 @@ class NetMethods:
                 transport.resume_reading()
 
     async def _sendfile_fallback(self, transport, file, offset, count):
-        if offset:
+        # 3.14 starts from `offset` even when it is 0 (the file may have been read from).
+        if offset or (_PY314 and hasattr(file, "seek")):
             file.seek(offset)
         blocksize = min(count, 16384) if count else 16384
         buf = bytearray(blocksize)
@@ -1086,13 +1134,27 @@ class NetMethods:
                 read = await self.run_in_executor(None, file.readinto, view)
                 if not read:
                     return total
-                await proto.drain()
-                transport.write(view[:read])
+                if _PY314:
+                    # 3.14 writes, then waits for the buffer to drain (the write copies `view`).
+                    transport.write(view[:read])
+                    await proto.drain()
+                else:
+                    await proto.drain()
+                    transport.write(view[:read])
                 total += read
         finally:
             if total > 0 and hasattr(file, "seek"):
                 file.seek(offset + total)
             await proto.restore()
+
+
+def _hand_over_buffered(protocol, ssl_protocol) -> None:
+    if isinstance(protocol, streams.StreamReaderProtocol):
+        reader = getattr(protocol, "_stream_reader", None)
+        buffer = reader._buffer if reader is not None else None
+        if buffer:
+            ssl_protocol._incoming.write(buffer)
+            buffer.clear()
 
 
 def _app_transport(ssl_protocol):

@@ -8,10 +8,15 @@ The accept loop itself is the loop's (`NetMethods._accept_connections`).
 
 from __future__ import annotations
 
+import contextvars
 import sys
 from asyncio import events, exceptions, tasks, trsock
 
 _PY312 = sys.version_info >= (3, 12)
+# 3.14: a cancelled serve_forever() also closes the clients (gh-123720), so that its
+# wait_closed() does not wait for them forever.
+_PY314 = sys.version_info >= (3, 14)
+_PY315 = sys.version_info >= (3, 15)
 
 
 class Server(events.AbstractServer):
@@ -36,6 +41,9 @@ class Server(events.AbstractServer):
         self._ssl_shutdown_timeout = ssl_shutdown_timeout
         self._serving = False
         self._serving_forever_fut = None
+        # 3.15 (gh-140947): each connection's callbacks run in a copy of the context the
+        # server was made in (None before: they run in copies of the current one).
+        self._context = contextvars.copy_context() if _PY315 else None
 
     def __repr__(self) -> str:
         return f"<{self.__class__.__name__} sockets={self.sockets!r}>"
@@ -130,6 +138,8 @@ class Server(events.AbstractServer):
         except exceptions.CancelledError:
             try:
                 self.close()
+                if _PY314:
+                    self.close_clients()
                 await self.wait_closed()
             finally:
                 raise

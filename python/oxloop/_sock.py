@@ -13,6 +13,7 @@ import errno
 import functools
 import os
 import socket
+import sys
 from asyncio import exceptions
 
 from ._oxloop import _sock_recv, _sock_sendall
@@ -22,6 +23,9 @@ try:
 except ImportError:  # pragma: no cover - Python built without ssl
     ssl = None
 
+# 3.14's sendfile leaves the file's position right on every exit, and its fallback reads
+# from `offset` even when it is 0.
+_PY314 = sys.version_info >= (3, 14)
 _FALLBACK_BLOCK = 256 * 1024
 _INET_FAMILIES = (socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET))
 
@@ -214,7 +218,8 @@ class SockMethods:
                 total += sent
             return total
         finally:
-            if total > 0:
+            # The file's position ends past what was sent; 3.14 sets it on every exit.
+            if total > 0 or _PY314:
                 os.lseek(fileno, offset + total, os.SEEK_SET)
 
     def _writable(self, sock):
@@ -223,7 +228,7 @@ class SockMethods:
         return fut
 
     async def _sock_sendfile_fallback(self, sock, file, offset, count):
-        if offset:
+        if offset or (_PY314 and hasattr(file, "seek")):
             file.seek(offset)
         block = min(count, _FALLBACK_BLOCK) if count else _FALLBACK_BLOCK
         buf = bytearray(block)
@@ -324,6 +329,8 @@ def _connect_done(fut, sock, address) -> None:
         fut.set_exception(exc)
     else:
         fut.set_result(None)
+    finally:
+        fut = None  # the error's traceback holds this frame: no cycle through the future
 
 
 def _accept(fut, sock) -> bool:

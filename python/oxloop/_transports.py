@@ -100,14 +100,21 @@ virtual(ReadPipeTransport, transports.ReadTransport)
 virtual(WritePipeTransport, transports.WriteTransport)
 
 
-def _start(loop, transport, protocol, waiter, server) -> None:
+def _start(loop, transport, protocol, waiter, server, context=None) -> None:
     loop._claim_fd(transport._sock_fd, transport)
     if server is not None:
         server._attach(transport)
-    loop.call_soon(protocol.connection_made, transport)
-    loop.call_soon(transport._start_reading)
+    if context is None:
+        loop.call_soon(protocol.connection_made, transport)
+        loop.call_soon(transport._start_reading)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+        return
+    # 3.15 (gh-140947): the transport's own context, as its later callbacks.
+    loop.call_soon(protocol.connection_made, transport, context=context)
+    loop.call_soon(transport._start_reading, context=context)
     if waiter is not None:
-        loop.call_soon(_set_result_unless_cancelled, waiter, None)
+        loop.call_soon(_set_result_unless_cancelled, waiter, None, context=context)
 
 
 def socket_extra(sock, extra=None) -> dict:
@@ -126,8 +133,11 @@ def socket_extra(sock, extra=None) -> dict:
     return extra
 
 
-def make_socket_transport(loop, sock, protocol, waiter=None, extra=None, server=None):
-    """A transport over a connected stream socket, started as the stock loop starts it."""
+def make_socket_transport(loop, sock, protocol, waiter=None, extra=None, server=None, context=None):
+    """A transport over a connected stream socket, started as the stock loop starts it.
+
+    `context` (3.15): the contextvars context every callback of the transport runs in
+    (None: a copy of the current one at each, as before 3.15)."""
     # An IPv4 socket's extra info is kept compact in the transport (the addresses taken
     # now, the dict made when asked for): most connections never ask.
     lazy = sock.family == socket.AF_INET and (not extra or extra.keys() == {"peername"})
@@ -139,8 +149,8 @@ def make_socket_transport(loop, sock, protocol, waiter=None, extra=None, server=
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     else:
         cls = UnixTransport
-    transport = cls(loop, sock, protocol, _SOCKET, extra, server, lazy)
-    _start(loop, transport, protocol, waiter, server)
+    transport = cls(loop, sock, protocol, _SOCKET, extra, server, lazy, context)
+    _start(loop, transport, protocol, waiter, server, context)
     return transport
 
 
