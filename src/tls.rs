@@ -639,6 +639,15 @@ impl TlsProtocol {
             return Self::abort(slf, None);
         }
         this.set_state(State::Flushing)?;
+        Self::arm_shutdown_timeout(slf)?;
+        Self::do_flush(slf)
+    }
+
+    /// `call_later(ssl_shutdown_timeout, _check_shutdown_timeout)`, kept as the shutdown
+    /// handle.
+    fn arm_shutdown_timeout(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
         let timeout = this.st.try_ref()?.shutdown_timeout.clone_ref(py);
         let cb = slf.getattr(intern!(py, "_check_shutdown_timeout"))?;
         let h = this
@@ -646,7 +655,7 @@ impl TlsProtocol {
             .call_method1(intern!(py, "call_later"), (timeout, cb))?;
         let old = this.st.try_mut()?.shutdown_handle.replace(h.unbind());
         drop(old);
-        Self::do_flush(slf)
+        Ok(())
     }
 
     fn do_flush(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -680,10 +689,22 @@ impl TlsProtocol {
     fn on_shutdown_complete(slf: &Bound<'_, Self>, exc: Option<PyErr>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        this.cancel_handle(py, true)?;
         match exc {
-            Some(e) => Self::fatal_error(slf, e, "Fatal error on transport"),
+            Some(e) => {
+                this.cancel_handle(py, true)?;
+                Self::fatal_error(slf, e, "Fatal error on transport")
+            }
             None => {
+                if cfg!(Py_3_14) {
+                    // 3.14: closing the transport flushes its buffer first, which a peer
+                    // that does not read delays forever: the shutdown timeout stays (or
+                    // starts, when the peer began the shutdown) until connection_lost.
+                    if this.st.try_ref()?.shutdown_handle.is_none() {
+                        Self::arm_shutdown_timeout(slf)?;
+                    }
+                } else {
+                    this.cancel_handle(py, true)?;
+                }
                 let close = this
                     .transport_or_err(py, "close")?
                     .getattr(intern!(py, "close"))?;
@@ -2001,8 +2022,20 @@ impl TlsTransport {
         self.proto(py, "_app_protocol")?.get()._app_protocol(py)
     }
 
-    fn is_closing(&self) -> PyResult<bool> {
-        Ok(self.tr.try_ref()?.closed)
+    /// Closed, or (3.14) over a transport that is closing.
+    fn is_closing(&self, py: Python<'_>) -> PyResult<bool> {
+        let tr = self.tr.try_ref()?;
+        if tr.closed || !cfg!(Py_3_14) {
+            return Ok(tr.closed);
+        }
+        let Some(proto) = tr.proto.as_ref().map(|p| p.clone_ref(py)) else {
+            return Ok(false);
+        };
+        drop(tr);
+        match proto.get().transport(py)? {
+            Some(t) => t.call_method0(intern!(py, "is_closing"))?.is_truthy(),
+            None => Ok(false),
+        }
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {

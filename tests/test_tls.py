@@ -14,6 +14,8 @@ from certs import make_pki
 from support import run
 from test_transports import BufferedCollector, Echo, Recorder, payload, spin
 
+import oxloop
+
 ssl = pytest.importorskip("ssl")
 
 
@@ -373,3 +375,61 @@ def test_sendfile_over_tls_falls_back(any_loop, tmp_path, server_ctx, client_ctx
     msg, *rest = run(any_loop, main())
     assert msg.startswith("fallback is disabled and native sendfile is not supported")
     assert rest == [len(data), True, len(data), 100, True, b"!"]
+
+
+# -- failures leave no reference cycles ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("upgrade", [False, True], ids=["create_connection", "start_tls"])
+def test_failed_certificate_frees_the_transports_without_the_collector(
+    any_loop, server_ctx, upgrade
+):
+    # The error's traceback holds the frames that awaited the handshake; none of them may
+    # keep the waiter (and through it the transports) alive: freed by reference counts
+    # alone, with the collector off. Stock does so from 3.14 on (gh-159049).
+    import gc
+    import sys
+
+    if not isinstance(any_loop, oxloop.Loop) and sys.version_info < (3, 14):
+        pytest.skip("the stock loop keeps the cycle before 3.14 (gh-159049)")
+    untrusted = ssl.create_default_context()  # does not know the test CA: the check fails
+
+    async def main():
+        server = await any_loop.create_server(asyncio.Protocol, "127.0.0.1", 0, ssl=server_ctx)
+        port = server_port[0] = server.sockets[0].getsockname()[1]
+        try:
+            if upgrade:
+                tr, proto = await any_loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+                try:
+                    await any_loop.start_tls(tr, proto, untrusted, server_hostname="localhost")
+                finally:
+                    del tr, proto
+            else:
+                await any_loop.create_connection(
+                    asyncio.Protocol, "127.0.0.1", port, ssl=untrusted, server_hostname="localhost"
+                )
+        except ssl.SSLCertVerificationError:
+            pass
+        else:
+            raise AssertionError("the handshake should have failed")
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    def client_transports():
+        # The client's raw and TLS transports: those whose peer is the server.
+        return [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, asyncio.BaseTransport)
+            and (o.get_extra_info("peername") or (None, None))[1] == server_port[0]
+        ]
+
+    server_port = [None]
+    gc.collect()
+    gc.disable()
+    try:
+        run(any_loop, main())
+        assert client_transports() == []
+    finally:
+        gc.enable()

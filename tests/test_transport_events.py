@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import logging
 import socket
+import sys
 import threading
 import time
 
@@ -112,11 +113,43 @@ def test_reads_run_in_the_context_reading_started_in(any_loop):
         events = run(any_loop, main())
     finally:
         b.close()
+    # 3.15 (gh-140947): a connection's callbacks all run in its own context, whoever
+    # resumes reading; before, a resumed read ran in a copy of the resumer's context.
+    third = "connected" if sys.version_info >= (3, 15) else "resumed"
     assert [e[:3] for e in events[:3]] == [
         ("data", b"one", "connected"),
         ("data", b"two", "connected"),
-        ("data", b"three", "resumed"),
+        ("data", b"three", third),
     ]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 15), reason="per-connection contexts are 3.15's")
+def test_each_accepted_connection_runs_in_a_copy_of_the_server_context(any_loop):
+    # 3.15 (gh-140947): the server keeps the context it was made in; each connection gets
+    # a copy, so what one connection's callbacks set is not seen by the next one.
+    seen = []
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            seen.append(VAR.get(None))
+            VAR.set("set by a connection")
+            transport.close()
+
+    async def main():
+        VAR.set("at server creation")
+        server = await any_loop.create_server(Proto, "127.0.0.1", 0)
+        VAR.set("later")
+        port = server.sockets[0].getsockname()[1]
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert await reader.read() == b""
+            writer.close()
+        server.close()
+        await server.wait_closed()
+        return VAR.get()
+
+    assert run(any_loop, main()) == "later"
+    assert seen == ["at server creation", "at server creation"]
 
 
 @pytest.mark.parametrize("keep", [True, False])

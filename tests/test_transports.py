@@ -1999,3 +1999,23 @@ def test_accept_out_of_fds_backs_off_and_recovers(kind):
         "has_socket": True,
         "data": "after EMFILE",
     }
+
+
+@pytest.mark.skipif(not PY314, reason="3.14 closes the clients of a cancelled serve_forever()")
+def test_cancelled_serve_forever_closes_its_clients(any_loop):
+    # gh-123720: wait_closed() waits for the clients, so a cancelled serve_forever() that
+    # did not close them would wait as long as a client stays connected.
+    async def main():
+        server = await any_loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        serving = asyncio.ensure_future(server.serve_forever())
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.01)
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(serving, 5)
+        eof = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        return eof, server.is_serving()
+
+    assert run(any_loop, main()) == (b"", False)

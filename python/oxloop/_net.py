@@ -406,6 +406,7 @@ class NetMethods:
             await waiter
         except BaseException:
             transport.close()
+            waiter = None  # no cycle through the error's traceback (see start_tls)
             raise
         return transport, protocol
 
@@ -982,6 +983,7 @@ class NetMethods:
                 await waiter
             except BaseException:
                 transport.close()
+                waiter = None  # no cycle through the error's traceback (see start_tls)
                 # Let the transport finish closing before reporting the failure.
                 await tasks.sleep(0)
                 raise
@@ -1081,6 +1083,9 @@ class NetMethods:
             transport.close()
             made.cancel()
             resumed.cancel()
+            # The waiter holds the error, whose traceback holds this frame: no cycle (so a
+            # failed upgrade frees the transport without the collector, as 3.14's does).
+            waiter = None
             raise
         return _app_transport(ssl_protocol)
 

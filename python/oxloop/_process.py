@@ -268,6 +268,11 @@ class _ChildWatch:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
             returncode = None
+        except BaseException:
+            # Any other failure goes to the exception handler, with the pidfd closed (not
+            # leaked, and not reported readable again and again).
+            self._close_pidfd()
+            raise
         else:
             if pid == 0:
                 # Readable yet not exited: not expected from a pidfd, but a level-triggered
