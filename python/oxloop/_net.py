@@ -956,9 +956,7 @@ class NetMethods:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            if transport is None:
-                conn.close()
-            self._report_accept_error(exc, protocol, transport)
+            self._accept_failed(exc, conn, protocol, transport)
 
     async def _accept_tls(
         self, protocol_factory, conn, extra, sslcontext, server, handshake, shutdown, context
@@ -990,12 +988,13 @@ class NetMethods:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            if transport is None:
-                conn.close()
-            self._report_accept_error(exc, protocol, transport)
+            self._accept_failed(exc, conn, protocol, transport)
 
-    def _report_accept_error(self, exc, protocol, transport) -> None:
-        # The stock loop reports these only in debug mode.
+    def _accept_failed(self, exc, conn, protocol, transport) -> None:
+        # The socket is the transport's once it exists; before, no one would close it. The
+        # stock loop reports these failures only in debug mode.
+        if transport is None:
+            conn.close()
         if self.get_debug():
             context = {
                 "message": "Error on transport creation for incoming connection",
