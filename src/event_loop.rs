@@ -180,6 +180,14 @@ fn is_c_type(obj: &Bound<'_, PyAny>, c: &Option<Py<PyAny>>) -> bool {
     c.as_ref().is_some_and(|c| obj.is(c))
 }
 
+/// 3.13.3 and later 3.13 releases take any keyword in `create_task` (read from
+/// `sys.version_info` when such a call comes, a rare one).
+#[cfg(not(Py_3_14))]
+fn create_task_takes_any_keyword(py: Python<'_>) -> PyResult<bool> {
+    let version = py.import("sys")?.getattr("version_info")?;
+    version.ge((3, 13, 3))
+}
+
 pub fn monotonic() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -1155,14 +1163,17 @@ impl LoopCore {
     }
 
     /// The stock `create_task` of 3.13 and earlier: a `Task` on this loop, or whatever the
-    /// task factory makes of the coroutine (then named by `set_name`).
+    /// task factory makes of the coroutine (then named by `set_name`). From 3.13.3 on,
+    /// other keyword arguments (`eager_start`, ...) are handed on to `Task` or the factory
+    /// as 3.13.4's does (`name` stays the loop's to set); before, they are refused.
     #[cfg(not(Py_3_14))]
-    #[pyo3(signature = (coro, *, name=None, context=None))]
+    #[pyo3(signature = (coro, *, name=None, context=None, **kwargs))]
     fn create_task<'py>(
         slf: &Bound<'py, Self>,
         coro: &Bound<'py, PyAny>,
         name: Option<&Bound<'py, PyAny>>,
         context: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
@@ -1173,17 +1184,34 @@ impl LoopCore {
                 "create_task() got an unexpected keyword argument 'context'",
             ));
         }
+        let extra = match kwargs.filter(|k| !k.is_empty()) {
+            Some(k) if create_task_takes_any_keyword(py)? => Some(k),
+            Some(k) => {
+                let key = k.keys().get_item(0)?;
+                return Err(PyTypeError::new_err(format!(
+                    "create_task() got an unexpected keyword argument '{key}'"
+                )));
+            }
+            None => None,
+        };
         let factory = match this.task_factory.try_ref()?.as_ref() {
             Some(f) => f.bind(py).clone(),
             None => {
                 let name = name.filter(|n| !n.is_none());
                 let task = this.task_attr.get(py)?;
-                if name.is_none() && context.is_none() && is_c_type(&task, &this.c_task) {
+                if name.is_none()
+                    && context.is_none()
+                    && extra.is_none()
+                    && is_c_type(&task, &this.c_task)
+                {
                     if let Some(kwargs) = Self::call_kwargs(slf, |k| &k.task)? {
                         return task.call((coro,), Some(&kwargs));
                     }
                 }
                 let kwargs = PyDict::new(py);
+                if let Some(extra) = extra {
+                    kwargs.update(extra.as_mapping())?;
+                }
                 kwargs.set_item(intern!(py, "loop"), slf)?;
                 kwargs.set_item(intern!(py, "name"), name)?;
                 if this.py311 {
@@ -1192,11 +1220,16 @@ impl LoopCore {
                 return task.call((coro,), Some(&kwargs));
             }
         };
-        let task = match context {
-            None => factory.call1((slf, coro))?,
-            Some(ctx) => {
+        let task = match (context, extra) {
+            (None, None) => factory.call1((slf, coro))?,
+            (context, extra) => {
                 let kwargs = PyDict::new(py);
-                kwargs.set_item(intern!(py, "context"), ctx)?;
+                if let Some(extra) = extra {
+                    kwargs.update(extra.as_mapping())?;
+                }
+                if let Some(ctx) = context {
+                    kwargs.set_item(intern!(py, "context"), ctx)?;
+                }
                 factory.call((slf, coro), Some(&kwargs))?
             }
         };
@@ -2117,7 +2150,7 @@ unsafe extern "C" fn create_task_fast(
             #[cfg(Py_3_14)]
             let task = LoopCore::create_task(lp, bound_ref(py, &*args), None);
             #[cfg(not(Py_3_14))]
-            let task = LoopCore::create_task(lp, bound_ref(py, &*args), None, None);
+            let task = LoopCore::create_task(lp, bound_ref(py, &*args), None, None, None);
             task.map(Bound::into_ptr)
         })
     }

@@ -418,6 +418,9 @@ def test_create_task_hands_keyword_arguments_on(any_loop):
 
 @pytest.mark.skipif(PY314, reason="3.14 takes any keyword argument")
 def test_create_task_refuses_other_keyword_arguments(any_loop):
+    if sys.version_info >= (3, 13, 3):
+        pytest.skip("3.13.3 and later take them (see the next test)")
+
     async def work():
         return 1
 
@@ -425,3 +428,39 @@ def test_create_task_refuses_other_keyword_arguments(any_loop):
     with pytest.raises(TypeError, match="got an unexpected keyword argument 'eager_start'"):
         any_loop.create_task(coro, eager_start=True)
     coro.close()
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 13), reason="3.13.3's create_task(**kwargs)")
+def test_create_task_of_a_later_313_hands_other_keywords_on(loop, monkeypatch):
+    # 3.13.3+ (3.13.4's contract): other keywords go to Task() or the factory; the loop
+    # still names the task (with a factory) and hands `context` only when given. This
+    # checkout may have an earlier 3.13: oxloop reads sys.version_info when such a call
+    # comes, so present a later one.
+    monkeypatch.setattr(sys, "version_info", (3, 13, 9, "final", 0))
+    order = []
+
+    async def work():
+        order.append("ran")
+        return 7
+
+    async def main():
+        task = loop.create_task(work(), eager_start=True, name="eager")
+        order.append("created")
+        assert task.get_name() == "eager"
+        return await task
+
+    assert loop.run_until_complete(main()) == 7
+    assert order == ["ran", "created"]
+
+    calls = []
+
+    def factory(lp, coro, **kwargs):
+        calls.append(kwargs)
+        return asyncio.Task(coro, loop=lp, **kwargs)
+
+    loop.set_task_factory(factory)
+    ctx = contextvars.copy_context()
+    task = loop.create_task(work(), name="named", context=ctx, eager_start=False)
+    assert calls == [{"context": ctx, "eager_start": False}]
+    assert task.get_name() == "named"
+    assert loop.run_until_complete(task) == 7

@@ -440,6 +440,11 @@ def test_write_rejects_non_bytes(any_loop, sockpair, bad):
     ],
 )
 def test_writelines_rejects_non_bytes(any_loop, sockpair, bad, old, new):
+    if is_stock(any_loop) and sys.version_info >= (3, 15) and bad == [b"a", "x"]:
+        pytest.skip(
+            "stock 3.15 queues the items before the bad one, with no writer armed: they and "
+            "every later write stay queued (its writelines buffers item by item)"
+        )
     a, b = sockpair
 
     async def main():
