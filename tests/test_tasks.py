@@ -395,6 +395,20 @@ def test_create_task_has_no_context_argument_on_310(any_loop):
 @pytest.mark.skipif(not PY314, reason="create_task(coro, **kwargs) is 3.14's")
 def test_create_task_hands_keyword_arguments_on(any_loop):
     # 3.14: create_task(coro, **kwargs) passes them to Task() (eager_start among them).
+    assert_eager_start_reaches_the_task(any_loop)
+
+    async def work():
+        return 7
+
+    coro = work()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        any_loop.create_task(coro, bogus=1)
+    coro.close()
+
+
+def assert_eager_start_reaches_the_task(lp):
+    """`create_task(coro, eager_start=True, name=...)`: the task runs its first step at
+    once, before create_task returns, and has the name."""
     order = []
 
     async def work():
@@ -402,18 +416,13 @@ def test_create_task_hands_keyword_arguments_on(any_loop):
         return 7
 
     async def main():
-        task = any_loop.create_task(work(), eager_start=True, name="eager")
+        task = lp.create_task(work(), eager_start=True, name="eager")
         order.append("created")
         assert task.get_name() == "eager"
         return await task
 
-    assert any_loop.run_until_complete(main()) == 7
+    assert lp.run_until_complete(main()) == 7
     assert order == ["ran", "created"]
-
-    coro = work()
-    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
-        any_loop.create_task(coro, bogus=1)
-    coro.close()
 
 
 @pytest.mark.skipif(PY314, reason="3.14 takes any keyword argument")
@@ -437,20 +446,10 @@ def test_create_task_of_a_later_313_hands_other_keywords_on(loop, monkeypatch):
     # checkout may have an earlier 3.13: oxloop reads sys.version_info when such a call
     # comes, so present a later one.
     monkeypatch.setattr(sys, "version_info", (3, 13, 9, "final", 0))
-    order = []
+    assert_eager_start_reaches_the_task(loop)
 
     async def work():
-        order.append("ran")
         return 7
-
-    async def main():
-        task = loop.create_task(work(), eager_start=True, name="eager")
-        order.append("created")
-        assert task.get_name() == "eager"
-        return await task
-
-    assert loop.run_until_complete(main()) == 7
-    assert order == ["ran", "created"]
 
     calls = []
 

@@ -923,7 +923,7 @@ class NetMethods:
                 return
             extra = {"peername": addr}
             # 3.15 (gh-140947): each connection in its own copy of the server's context.
-            context = getattr(server, "_context", None)
+            context = server._context
             if context is not None:
                 context = context.copy()
             if sslcontext:

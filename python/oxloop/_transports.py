@@ -104,13 +104,8 @@ def _start(loop, transport, protocol, waiter, server, context=None) -> None:
     loop._claim_fd(transport._sock_fd, transport)
     if server is not None:
         server._attach(transport)
-    if context is None:
-        loop.call_soon(protocol.connection_made, transport)
-        loop.call_soon(transport._start_reading)
-        if waiter is not None:
-            loop.call_soon(_set_result_unless_cancelled, waiter, None)
-        return
-    # 3.15 (gh-140947): the transport's own context, as its later callbacks.
+    # In the transport's own context (3.15, gh-140947), as its later callbacks; None: a
+    # copy of the current one, as before.
     loop.call_soon(protocol.connection_made, transport, context=context)
     loop.call_soon(transport._start_reading, context=context)
     if waiter is not None:
